@@ -1,0 +1,1 @@
+"""The user-facing layer: the ``finishline`` CLI and (later) the Textual TUI."""

@@ -1,0 +1,274 @@
+"""The ``finishline`` command line. Library code raises; this is where errors are reported."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from vs_scripts import __version__
+
+log = logging.getLogger("finishline")
+
+
+def _err(msg: str) -> None:
+    print(f"finishline: error: {msg}", file=sys.stderr)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from daemon.probe import probe
+
+    info = probe(args.clip)
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+        return 0
+    fps = f"{float(info.fps):.3f}".rstrip("0").rstrip(".")
+    lines = [
+        ("file", info.path),
+        ("container", info.container),
+        ("video", f"{info.codec} {info.width}x{info.height} {info.pixel_format} ({info.bit_depth}-bit)"),
+        ("frame rate", f"{fps} fps {'VFR' if info.vfr else 'CFR'} ({info.fps})"),
+        ("frames", f"{info.frame_count} over {info.duration:.3f}s"),
+        ("colour", f"matrix={info.matrix or 'untagged'} transfer={info.transfer or 'untagged'} "
+                   f"primaries={info.primaries or 'untagged'} range={info.color_range or 'untagged'}"),
+        ("rotation", f"{info.rotation}°"),
+    ]  # fmt: skip
+    for a in info.audio:
+        lines.append(("audio", f"#{a.index} {a.codec} {a.sample_rate} Hz {a.channels} ch"))
+    if not info.audio:
+        lines.append(("audio", "none"))
+    for key, value in lines:
+        print(f"{key:>11}: {value}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from daemon.presets import find_preset, list_presets, load_preset_file
+    from vs_scripts.errors import PresetError
+
+    if args.action == "list":
+        for name, path in list_presets().items():
+            try:
+                desc = load_preset_file(path).preset.description
+            except PresetError:
+                desc = "(invalid: run `finishline presets check`)"
+            print(f"{name:24} {desc}")
+        return 0
+    if args.action == "check":
+        bad = 0
+        targets = [Path(p) for p in args.names] if args.names else list(list_presets().values())
+        for path in targets:
+            try:
+                load_preset_file(path) if path.suffix == ".toml" else find_preset(str(path))
+                print(f"ok      {path}")
+            except PresetError as exc:
+                bad += 1
+                print(f"invalid {exc}", file=sys.stderr)
+        return 1 if bad else 0
+    if args.action == "show":
+        for name in args.names:
+            path = list_presets().get(name)
+            find_preset(name)
+            print(path.read_text() if path else "")
+        return 0
+    return 2
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from daemon.presets import find_preset
+    from daemon.probe import probe
+    from vs_scripts.render import render_script
+
+    preset = find_preset(args.preset)
+    sys.stdout.write(render_script(preset, probe(args.clip)))
+    return 0
+
+
+def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
+    folder = out_dir if out_dir is not None else src.parent
+    return folder / f"{src.stem}.{preset_name}{ext}"
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from daemon.pipeline import Pipeline
+    from daemon.presets import find_preset
+
+    preset = find_preset(args.preset)
+    inputs = [Path(p) for p in args.inputs]
+    out = Path(args.output) if args.output else None
+    if len(inputs) > 1 and out is not None and out.suffix and not out.is_dir():
+        _err("with several inputs, -o must be a folder.")
+        return 2
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        _err(f"no such file: {', '.join(missing)}.")
+        return 2
+    failed = 0
+    with _progress_ui(enabled=not args.quiet) as ui:
+        for src in inputs:
+            if out is None:
+                target = default_output(src, preset.name, preset.extension, None)
+            elif len(inputs) > 1 or out.is_dir() or not out.suffix:
+                target = default_output(src, preset.name, preset.extension, out)
+            else:
+                target = out
+            pipe = Pipeline(
+                preset,
+                work_root=Path(args.work) if args.work else None,
+                progress=ui.callback(src.name),
+                threads=args.threads,
+            )
+            try:
+                result = pipe.run(src, target, overwrite=args.overwrite)
+            except KeyboardInterrupt:
+                pipe.cancel()
+                ui.stop()
+                _err("interrupted; the source is untouched and no output was written.")
+                return 130
+            except Exception as exc:  # report and go on with the next clip
+                from vs_scripts.errors import AppError
+
+                ui.fail(src.name)
+                if not isinstance(exc, AppError):
+                    raise
+                _err(str(exc))
+                report = getattr(exc, "report", None)
+                if callable(report) and args.verbose:
+                    print(report(), file=sys.stderr)
+                failed += 1
+                continue
+            ui.done(src.name)
+            timing = ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in result.timings)
+            print(f"{result.output}", flush=True)
+            print(
+                f"  {result.plan.width}x{result.plan.height} {result.plan.fps} fps, "
+                f"{result.plan.frame_count} frames; {timing}; script: {result.script}",
+                file=sys.stderr,
+            )
+    return 1 if failed else 0
+
+
+class _progress_ui:
+    """A rich progress bar on stderr: frames, fps, ETA. Silent when stderr is not a TTY unless
+    forced, so logs and CI output stay readable."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+        self._tasks: dict[str, int] = {}
+        self._last_stage: dict[str, str] = {}
+
+    def __enter__(self) -> _progress_ui:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+            )  # fmt: skip
+
+            console = Console(stderr=True)
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]:>6.2f} fps"), TextColumn("ETA"),
+                TimeRemainingColumn(), console=console, transient=False,
+                disable=not console.is_terminal and not os.environ.get("FINISHLINE_PROGRESS"),
+            )  # fmt: skip
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def callback(self, name: str):  # type: ignore[no-untyped-def]
+        def on_progress(p) -> None:  # type: ignore[no-untyped-def]
+            if self._progress is None:
+                if p.stage != self._last_stage.get(name):
+                    print(f"{name}: {p.stage}", file=sys.stderr, flush=True)
+                    self._last_stage[name] = p.stage
+                return
+            task = self._tasks.get(name)
+            if task is None:
+                task = self._progress.add_task(f"{name[:30]} {p.stage}", total=None, fps=0.0)
+                self._tasks[name] = task
+            self._progress.update(
+                task, description=f"{name[:30]} {p.stage:>7}", completed=p.frame,
+                total=p.total or None, fps=p.fps,
+            )  # fmt: skip
+
+        return on_progress
+
+    def done(self, name: str) -> None:
+        if self._progress is not None and name in self._tasks:
+            t = self._tasks[name]
+            total = self._progress.tasks[t].total or 1
+            self._progress.update(t, description=f"{name[:30]}    done", completed=total)
+
+    def fail(self, name: str) -> None:
+        if self._progress is not None and name in self._tasks:
+            self._progress.update(self._tasks[name], description=f"{name[:30]}  FAILED")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finishline",
+        description="Finish AI-generated clips: restore, retime, upscale, encode, deliver.",
+    )
+    parser.add_argument("--version", action="version", version=f"finishline {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="full error reports")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("probe", help="show a clip's facts (size, rate, colour, audio)")
+    p.add_argument("clip")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("process", help="turn clips into finished deliverables")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("--preset", required=True, help="preset name or path to a .toml")
+    p.add_argument("-o", "--output", help="output file (one input) or folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--work", help="folder for job files (default ~/.cache/finishline/jobs)")
+    p.add_argument("--threads", type=int, help="encoder threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("render", help="print the VapourSynth script for a clip and preset")
+    p.add_argument("clip")
+    p.add_argument("--preset", required=True)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("presets", help="list, show or check presets")
+    p.add_argument("action", choices=("list", "show", "check"))
+    p.add_argument("names", nargs="*")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vs_scripts.errors import AppError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except AppError as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted.")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The I/O shell: probing, encoding, verifying and (later) watching, queueing and working."""

@@ -1,0 +1,214 @@
+"""Pure argv builders for vspipe, the encoders and the muxer. No I/O: the worker runs them.
+
+Paths enter argv as separate list items (never through a shell), and every file given to an
+ffmpeg tool goes through :func:`media_arg` so a name like ``-x.mp4`` or ``a:b.mp4`` is still
+read as a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+from vs_scripts.media import MediaInfo
+from vs_scripts.preset import Preset
+from vs_scripts.render import ScriptPlan
+
+PRORES_PROFILE_IDS = {"proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4}
+FFMPEG_PIX_FMTS = {
+    "yuv420p": "yuv420p",
+    "yuv420p10": "yuv420p10le",
+    "yuv422p10": "yuv422p10le",
+    "yuv444p10": "yuv444p10le",
+}
+X265_PROFILES = {
+    "yuv420p": "main",
+    "yuv420p10": "main10",
+    "yuv422p10": "main422-10",
+    "yuv444p10": "main444-10",
+}
+X264_PROFILES = {
+    "yuv420p": "high",
+    "yuv420p10": "high10",
+    "yuv422p10": "high422",
+    "yuv444p10": "high444",
+}
+MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska"}
+
+
+def media_arg(path: str | os.PathLike[str]) -> str:
+    """A path for an ffmpeg tool that cannot be mistaken for an option or a URL protocol."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def fps_text(fps: Fraction) -> str:
+    return f"{fps.numerator}/{fps.denominator}"
+
+
+def gop_length(preset: Preset, fps: Fraction) -> int:
+    return max(1, round(float(fps) * preset.video.gop_seconds))
+
+
+def intermediate_suffix(preset: Preset) -> str:
+    """The video file the encoder writes before muxing. QuickTime keeps the exact time base and
+    the colour atoms (Matroska rounds timestamps to milliseconds; NUT drops colour tags);
+    FFV1 only goes in Matroska."""
+    return ".mkv" if preset.video.encoder == "ffv1" else ".mov"
+
+
+def vspipe_command(
+    vspipe: str, script: str, *, src: str, cache: str, start: int = 0, end: int | None = None
+) -> list[str]:
+    """vspipe writing y4m to stdout for the half-open frame range ``[start, end)``."""
+    cmd = [vspipe, "-c", "y4m", "-p", "--arg", f"src={src}", "--arg", f"cache={cache}"]
+    if start:
+        cmd += ["-s", str(start)]
+    if end is not None:
+        cmd += ["-e", str(end - 1)]  # the one place half-open becomes vspipe's inclusive end
+    return [*cmd, script, "-"]
+
+
+def encoder_command(
+    preset: Preset, plan: ScriptPlan, *, output: str, ffmpeg: str = "ffmpeg",
+    threads: int | None = None,
+) -> list[str]:
+    """The encoder reading y4m on stdin and writing ``output``."""
+    v = preset.video
+    gop = gop_length(preset, plan.fps)
+    colour = plan.output_colour.names
+    cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-"]
+    pix = FFMPEG_PIX_FMTS[v.pixel_format]
+    if v.encoder == "x265":
+        # libx265 through ffmpeg rather than the x265 CLI: the CLI writes a raw HEVC stream
+        # without presentation timestamps, and muxing that shifts B-frames by the reorder
+        # delay (measured: the first two frames fell before the edit list).
+        params = [
+            f"keyint={gop}", f"min-keyint={gop}", "open-gop=0", "log-level=error",
+            f"colorprim={colour['primaries']}", f"transfer={colour['transfer']}",
+            f"colormatrix={colour['matrix']}",
+            f"range={'full' if colour['range'] == 'pc' else 'limited'}",
+        ]  # fmt: skip
+        if v.max_bitrate_kbps:
+            params += [f"vbv-maxrate={v.max_bitrate_kbps}", f"vbv-bufsize={v.max_bitrate_kbps * 2}"]
+        if threads:
+            params.append(f"pools={threads}")
+        cmd += [
+            "-c:v", "libx265", "-preset", v.speed, "-crf", f"{v.crf:g}",
+            "-profile:v", X265_PROFILES[v.pixel_format], "-pix_fmt", pix,
+            "-x265-params", ":".join(params),
+        ]  # fmt: skip
+    elif v.encoder == "x264":
+        cmd += [
+            "-c:v", "libx264", "-preset", v.speed, "-crf", f"{v.crf:g}",
+            "-profile:v", X264_PROFILES[v.pixel_format], "-pix_fmt", pix,
+            "-g", str(gop), "-keyint_min", str(gop), "-flags", "+cgop", "-bf", "2",
+        ]  # fmt: skip
+        if v.max_bitrate_kbps:
+            cmd += ["-maxrate", f"{v.max_bitrate_kbps}k", "-bufsize", f"{v.max_bitrate_kbps * 2}k"]
+    elif v.encoder == "prores":
+        cmd += ["-c:v", "prores_ks", "-profile:v", str(PRORES_PROFILE_IDS[v.prores_profile]),
+                "-vendor", "apl0", "-pix_fmt", pix]  # fmt: skip
+    elif v.encoder == "dnxhr":
+        cmd += ["-c:v", "dnxhd", "-profile:v", v.dnxhr_profile, "-pix_fmt", pix]
+    elif v.encoder == "ffv1":
+        cmd += ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slicecrc", "1", "-pix_fmt", pix]
+    else:  # pragma: no cover - the preset validator only lets known encoders through
+        raise ValueError(f"unknown encoder {v.encoder!r}")
+    if threads and v.encoder != "x265":
+        cmd += ["-threads", str(threads)]
+    # y4m carries no colour description; setparams tags the frames so every encoder writes
+    # it (bare -color_* output options are overridden by the untagged input frames).
+    cmd += [
+        "-vf", f"setparams=color_primaries={colour['primaries']}:color_trc={colour['transfer']}"
+        f":colorspace={colour['matrix']}:range={colour['range']}",
+        "-color_primaries", colour["primaries"], "-color_trc", colour["transfer"],
+        "-colorspace", colour["matrix"], "-color_range", colour["range"],
+        "-an", "-f", "matroska" if output.endswith(".mkv") else "mov", output,
+    ]  # fmt: skip
+    return cmd
+
+
+@dataclass(frozen=True, slots=True)
+class Loudness:
+    """A first-pass loudnorm measurement (EBU R128)."""
+
+    input_i: float
+    input_tp: float
+    input_lra: float
+    input_thresh: float
+    target_offset: float
+
+
+def audio_sync_filters(media: MediaInfo, duration: float) -> list[str]:
+    """Filters that align the first audio stream to the first video frame and make it exactly
+    as long as the video."""
+    a = media.audio[0]
+    offset = a.start_time - media.start_time
+    out: list[str] = []
+    if offset > 0.0005:
+        out.append(f"adelay=delays={round(offset * 1000)}:all=1")
+    elif offset < -0.0005:
+        out += [f"atrim=start={-offset:.6f}", "asetpts=PTS-STARTPTS"]
+    out += [f"apad=whole_dur={duration:.6f}", f"atrim=end={duration:.6f}"]
+    return out
+
+
+def loudnorm_filter(preset: Preset, measured: Loudness | None) -> str:
+    a = preset.audio
+    base = f"loudnorm=I={a.loudness_lufs:g}:TP={a.true_peak_db:g}:LRA=11"
+    if measured is None:
+        return base + ":print_format=json"
+    return (
+        f"{base}:measured_I={measured.input_i:.2f}:measured_TP={measured.input_tp:.2f}"
+        f":measured_LRA={measured.input_lra:.2f}:measured_thresh={measured.input_thresh:.2f}"
+        f":offset={measured.target_offset:.2f}:linear=true:print_format=summary"
+    )
+
+
+def loudness_measure_command(
+    preset: Preset, media: MediaInfo, *, src: str, duration: float, ffmpeg: str = "ffmpeg"
+) -> list[str]:
+    """First loudnorm pass: measure the source audio (after sync) and print JSON on stderr."""
+    filters = [*audio_sync_filters(media, duration), loudnorm_filter(preset, None)]
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-i", media_arg(src),
+        "-map", "0:a:0", "-af", ",".join(filters), "-f", "null", "-",
+    ]  # fmt: skip
+
+
+def mux_command(
+    preset: Preset, media: MediaInfo, plan: ScriptPlan, *, video: str, src: str, output: str,
+    loudness: Loudness | None = None, ffmpeg: str = "ffmpeg",
+) -> list[str]:  # fmt: skip
+    """Join the encoded video with the source's audio (re-encoded to the preset's codec)."""
+    a = preset.audio
+    duration = plan.frame_count / float(plan.fps)
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    cmd += ["-i", media_arg(video)]
+    want_audio = a.codec != "none"
+    source_audio = want_audio and media.has_audio
+    silence = want_audio and not media.has_audio and a.missing == "silence"
+    if source_audio:
+        cmd += ["-i", media_arg(src)]
+    elif silence:
+        layout = "stereo" if a.channels == 2 else "mono" if a.channels == 1 else f"{a.channels}c"
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={layout}"]
+    cmd += ["-map", "0:v:0", "-c:v", "copy"]
+    if preset.video.encoder == "x265" and preset.preset.container in ("mp4", "mov"):
+        cmd += ["-tag:v", "hvc1"]
+    if source_audio or silence:
+        filters = audio_sync_filters(media, duration) if source_audio else [
+            f"atrim=end={duration:.6f}"
+        ]
+        if source_audio and a.loudness_lufs is not None:
+            filters.append(loudnorm_filter(preset, loudness))
+        filters.append(f"aresample={a.sample_rate}")
+        cmd += ["-map", "1:a:0", "-af", ",".join(filters), "-ac", str(a.channels),
+                "-ar", str(a.sample_rate), "-c:a", a.codec]  # fmt: skip
+        if a.codec == "aac":
+            cmd += ["-b:a", f"{a.bitrate_kbps}k"]
+    if preset.preset.container in ("mp4", "mov"):
+        cmd += ["-movflags", "+faststart+write_colr"]
+    cmd += ["-map_metadata", "-1", "-f", MUXERS[preset.preset.container], output]
+    return cmd

@@ -1,0 +1,196 @@
+"""Preset + media facts -> a readable, deterministic VapourSynth script.
+
+Pure: no I/O. The rendered script contains only numbers and identifiers chosen from fixed
+tables here; the clip path and cache folder reach it through ``vspipe --arg``, never as
+Python literals, so no file name or preset text can become code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from vs_scripts import __version__
+from vs_scripts.media import MediaInfo
+from vs_scripts.preset import Preset
+
+# VapourSynth / ITU-T H.273 codes.
+MATRIX_CODES = {"bt709": 1, "bt601": 6, "bt470bg": 5, "smpte170m": 6, "bt2020nc": 9, "fcc": 4}
+TRANSFER_CODES = {
+    "bt709": 1, "bt601": 6, "smpte170m": 6, "bt470bg": 5, "bt470m": 4,
+    "srgb": 13, "iec61966-2-1": 13, "bt2020-10": 14, "bt2020_10": 14, "bt2020-12": 15,
+}  # fmt: skip
+PRIMARIES_CODES = {
+    "bt709": 1, "bt601-625": 5, "bt470bg": 5, "bt601-525": 6, "smpte170m": 6,
+    "bt2020": 9, "bt470m": 4,
+}  # fmt: skip
+# Names x265 and ffmpeg accept for the same codes.
+MATRIX_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc"}
+TRANSFER_NAMES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 13: "iec61966-2-1",
+                  14: "bt2020-10", 15: "bt2020-12"}  # fmt: skip
+PRIMARIES_NAMES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 9: "bt2020"}
+RANGE_CODES = {"full": 0, "pc": 0, "limited": 1, "tv": 1}  # VapourSynth _ColorRange
+
+# Output pixel formats as vapoursynth.PresetVideoFormat member names.
+VS_FORMATS = {
+    "yuv420p": "YUV420P8",
+    "yuv420p10": "YUV420P10",
+    "yuv422p10": "YUV422P10",
+    "yuv444p10": "YUV444P10",
+}
+FIT_NAMES = {"pad": "PAD", "crop": "CROP", "stretch": "STRETCH"}
+KERNEL_NAMES = {"spline36": "SPLINE36", "lanczos": "LANCZOS", "bicubic": "BICUBIC",
+                "bilinear": "BILINEAR"}  # fmt: skip
+DENOISE_FUNCS = {"dfttest": "denoise_dfttest", "degrain": "denoise_degrain",
+                 "temporal": "denoise_temporal"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Colour:
+    matrix: int
+    transfer: int
+    primaries: int
+    range: int  # VapourSynth convention: 0 full, 1 limited
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {
+            "matrix": MATRIX_NAMES.get(self.matrix, "bt709"),
+            "transfer": TRANSFER_NAMES.get(self.transfer, "bt709"),
+            "primaries": PRIMARIES_NAMES.get(self.primaries, "bt709"),
+            "range": "pc" if self.range == 0 else "tv",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptPlan:
+    """Everything the script and the encoder need, resolved from preset + media."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int
+    """Frames the script will output (the source's duration at the output rate)."""
+    source_colour: Colour
+    source_colour_assumed: bool
+    output_colour: Colour
+    vs_format: str
+    bit_depth: int
+    notes: tuple[str, ...] = ()
+
+
+def source_colour(media: MediaInfo) -> tuple[Colour, bool]:
+    """The source's colour description; untagged clips get the usual convention
+    (BT.709 from 720 lines / 1280 columns up, BT.601 below)."""
+    hd = media.height >= 720 or media.width >= 1280
+    assumed = media.matrix is None
+    matrix = MATRIX_CODES.get(media.matrix or "", 1 if hd else 6)
+    transfer = TRANSFER_CODES.get(media.transfer or "", 1 if hd else 6)
+    primaries = PRIMARIES_CODES.get(media.primaries or "", 1 if hd else 6)
+    rng = RANGE_CODES.get(media.color_range or "", 1)
+    if media.pixel_format.startswith("yuvj"):
+        rng = 0
+    return Colour(matrix, transfer, primaries, rng), assumed
+
+
+def output_size(preset: Preset, media: MediaInfo) -> tuple[int, int]:
+    w, h = preset.frame.width, preset.frame.height
+    if w and h:
+        return w, h
+    sw, sh = (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
+    return sw - sw % 2, sh - sh % 2
+
+
+def output_fps(preset: Preset, media: MediaInfo) -> Fraction:
+    return preset.motion.fps or media.fps
+
+
+def expected_frames(media: MediaInfo, fps: Fraction) -> int:
+    """Frames of a CFR clip at ``fps`` covering the source (what bestsource's CFR mode gives)."""
+    if fps == media.fps and not media.vfr:
+        return media.frame_count
+    return max(1, round(media.duration * fps))
+
+
+def plan_script(preset: Preset, media: MediaInfo) -> ScriptPlan:
+    src_colour, assumed = source_colour(media)
+    v = preset.video
+    out_colour = Colour(
+        MATRIX_CODES[v.matrix], TRANSFER_CODES[v.transfer], PRIMARIES_CODES[v.primaries],
+        RANGE_CODES[v.range],
+    )  # fmt: skip
+    width, height = output_size(preset, media)
+    fps = output_fps(preset, media)
+    notes: list[str] = []
+    if assumed:
+        notes.append(
+            f"source has no colour tags; assumed {MATRIX_NAMES.get(src_colour.matrix)} "
+            f"for a {media.width}x{media.height} clip"
+        )
+    if media.vfr:
+        notes.append(f"source is variable frame rate; converted to constant {_fps_text(fps)} fps")
+    vs_format = VS_FORMATS[v.pixel_format]
+    return ScriptPlan(
+        width=width,
+        height=height,
+        fps=fps,
+        frame_count=expected_frames(media, fps),
+        source_colour=src_colour,
+        source_colour_assumed=assumed,
+        output_colour=out_colour,
+        vs_format=vs_format,
+        bit_depth=10 if v.pixel_format.endswith("10") else 8,
+        notes=tuple(notes),
+    )
+
+
+def _fps_text(fps: Fraction) -> str:
+    return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
+
+
+def _num(value: float) -> str:
+    """A float literal that round-trips and reads well (1.0, 0.25)."""
+    return repr(float(value))
+
+
+def render_script(preset: Preset, media: MediaInfo) -> str:
+    """Render the ``.vpy`` text. Deterministic: the same inputs give the same bytes."""
+    plan = plan_script(preset, media)
+    r, v, f = preset.restore, preset.video, preset.frame
+    sc, oc = plan.source_colour, plan.output_colour
+    lines = [
+        f"# finishline {__version__}: preset {preset.name!s:.60}".replace("\n", " "),
+        "# Generated from the preset and the clip's probe; edit the preset, not this file.",
+        "# Run it: vspipe -c y4m --arg src=CLIP --arg cache=DIR THIS.vpy - | x265 --y4m --input -",
+        "# (src and cache arrive as vspipe arguments, never pasted into this file.)",
+        "import vapoursynth as vs",
+        "",
+        "from vs_scripts import filters as fl",
+        "",
+        "src = fl.script_arg(globals(), 'src')",
+        "cache = fl.script_arg(globals(), 'cache', default='')",
+        "",
+        f"# Source: {media.width}x{media.height}, {_fps_text(media.fps)} fps"
+        f"{' (VFR)' if media.vfr else ''}, {media.frame_count} frames.",
+        *(f"# Note: {n}." for n in plan.notes),
+        f"clip = fl.load_source(src, fps=({plan.fps.numerator}, {plan.fps.denominator}), "
+        "cache=cache)",
+        f"clip = fl.tag_colour(clip, matrix={sc.matrix}, transfer={sc.transfer}, "
+        f"primaries={sc.primaries}, color_range={sc.range})",
+    ]
+    if r.deblock > 0:
+        lines.append(f"clip = fl.deblock(clip, strength={_num(r.deblock)})")
+    if r.denoise != "off" and r.denoise_strength > 0:
+        lines.append(f"clip = fl.{DENOISE_FUNCS[r.denoise]}(clip, strength={_num(r.denoise_strength)})")
+    lines += [
+        f"clip = fl.fit_frame(clip, width={plan.width}, height={plan.height}, "
+        f"fit=fl.Fit.{FIT_NAMES[f.fit]}, kernel=fl.Kernel.{KERNEL_NAMES[f.scaler]})",
+        f"clip = fl.to_output(clip, vs.{plan.vs_format}, matrix={oc.matrix}, "
+        f"transfer={oc.transfer}, primaries={oc.primaries}, color_range={oc.range})",
+        f"fl.check_output(clip, width={plan.width}, height={plan.height}, "
+        f"fps=({plan.fps.numerator}, {plan.fps.denominator}))",
+        "clip.set_output()",
+        "",
+    ]
+    del v
+    return "\n".join(lines)
