@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon import commands as C
-from daemon.errors import AppError, EncodeError, VerifyError
+from daemon.errors import AppError, EncodeError, ProbeError, VerifyError
 from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
@@ -193,6 +193,12 @@ class Pipeline:
         cmd = [cmd[0], "--info", *cmd[3:-1], "-"]  # drop -c y4m -p
         res = run_capture(cmd, timeout=600)
         if res.returncode != 0:
+            m = re.search(r"load_source: cannot decode the clip \((.*)\)", res.stderr)
+            if m:
+                raise ProbeError(
+                    f"{src}: cannot be decoded ({m.group(1).strip()}); the file may be truncated "
+                    "or damaged: copy it again."
+                )
             raise EncodeError(
                 "script check", [cmd], [res.returncode], [tail(res.stderr)],
                 hint=f"open {script} in vspreview or run the command in the report to see why",

@@ -26,7 +26,7 @@ def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
         [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg], timeout=120
     )
     if res.returncode != 0:
-        detail = tail(res.stderr, 3) or "unknown error"
+        detail = (tail(res.stderr, 1) or "unknown error").replace(arg + ": ", "")
         raise ProbeError(f"{p}: ffprobe cannot read it ({detail}); is it a complete video file?")
     try:
         data = json.loads(res.stdout or "{}")

@@ -42,11 +42,12 @@ def script_arg(scope: Mapping[str, object], name: str, default: str | None = Non
 
 
 def load_source(
-    path: str, *, fps: tuple[int, int], cache: str = ""
+    path: str, *, fps: tuple[int, int], frames: int = 0, cache: str = ""
 ) -> vs.VideoNode:
     """Open ``path`` with BestSource as constant-rate video at ``fps`` (frames are repeated or
     dropped by timestamp, so VFR sources come out CFR), upright (the display rotation applied)
-    and at 16 bits so later stages do not round twice."""
+    and at 16 bits so later stages do not round twice. ``frames`` is the container's frame
+    count: fewer decodable frames means a truncated file, which is an error, not a short clip."""
     if fps[0] <= 0 or fps[1] <= 0:
         raise vs.Error("load_source: fps must be positive")
     kwargs: dict[str, object] = {"fpsnum": fps[0], "fpsden": fps[1], "apply_rotation": 1}
@@ -56,8 +57,15 @@ def load_source(
         kwargs.update(cachemode=0)
     try:
         clip = core.bs.VideoSource(path, **kwargs)
+        if frames:
+            native = core.bs.VideoSource(path, **{**kwargs, "fpsnum": -1, "fpsden": 1})
     except vs.Error as exc:
         raise vs.Error(f"load_source: cannot decode the clip ({exc})") from None
+    if frames and native.num_frames < frames:
+        raise vs.Error(
+            f"load_source: cannot decode the clip (only {native.num_frames} of its {frames} "
+            "frames could be decoded)"
+        )
     if clip.format.sample_type == vs.INTEGER and clip.format.bits_per_sample < 16:
         clip = core.resize.Point(clip, format=clip.format.replace(bits_per_sample=16))
     return clip

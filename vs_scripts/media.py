@@ -161,6 +161,11 @@ def parse_ffprobe(
         frame_count = int(nb)
     vfr = bool(avg and nominal and abs(float(avg) - float(nominal)) > 0.01 * float(nominal))
     if packet_pts:
+        if frame_count > len(packet_pts):
+            raise ProbeError(
+                f"{path}: the header lists {frame_count} frames but only {len(packet_pts)} are "
+                "in the file; it is truncated (was the copy interrupted?)."
+            )
         frame_count = len(packet_pts)
         vfr = is_vfr(packet_pts)
         ordered = sorted(packet_pts)

@@ -148,6 +148,11 @@ def _fps_text(fps: Fraction) -> str:
     return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
 
 
+def _safe_name(name: str) -> str:
+    """Preset names come from file names; keep only characters that cannot end a comment."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:64]
+
+
 def _num(value: float) -> str:
     """A float literal that round-trips and reads well (1.0, 0.25)."""
     return repr(float(value))
@@ -159,9 +164,9 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
     r, v, f = preset.restore, preset.video, preset.frame
     sc, oc = plan.source_colour, plan.output_colour
     lines = [
-        f"# finishline {__version__}: preset {preset.name!s:.60}".replace("\n", " "),
+        f"# finishline {__version__}: preset {_safe_name(preset.name)}",
         "# Generated from the preset and the clip's probe; edit the preset, not this file.",
-        "# Run it: vspipe -c y4m --arg src=CLIP --arg cache=DIR THIS.vpy - | x265 --y4m --input -",
+        "# Run it: vspipe -c y4m --arg src=CLIP --arg cache=DIR THIS.vpy - | ffmpeg -i - ...",
         "# (src and cache arrive as vspipe arguments, never pasted into this file.)",
         "import vapoursynth as vs",
         "",
@@ -174,7 +179,7 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
         f"{' (VFR)' if media.vfr else ''}, {media.frame_count} frames.",
         *(f"# Note: {n}." for n in plan.notes),
         f"clip = fl.load_source(src, fps=({plan.fps.numerator}, {plan.fps.denominator}), "
-        "cache=cache)",
+        f"frames={int(media.frame_count)}, cache=cache)",
         f"clip = fl.tag_colour(clip, matrix={sc.matrix}, transfer={sc.transfer}, "
         f"primaries={sc.primaries}, color_range={sc.range})",
     ]

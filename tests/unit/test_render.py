@@ -1,0 +1,78 @@
+"""Script rendering: golden text, determinism, nothing from paths or preset strings in code."""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from daemon.presets import builtin_dir, load_preset_file
+from vs_scripts.media import AudioStream, MediaInfo
+from vs_scripts.preset import load_preset
+from vs_scripts.render import plan_script, render_script
+
+GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
+HOSTILE = "/tmp/it's a \"clip\" $(rm -rf ~); é.mp4"
+
+
+def media(**kw: object) -> MediaInfo:
+    base = MediaInfo(
+        path=HOSTILE, container="mov,mp4", width=640, height=360, fps=Fraction(12), vfr=False,
+        frame_count=36, duration=3.0, codec="h264", pixel_format="yuv420p", bit_depth=8,
+        matrix=None, transfer=None, primaries=None, color_range=None, rotation=0,
+        start_time=0.0, audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
+    )  # fmt: skip
+    return replace(base, **kw)
+
+
+@pytest.mark.parametrize("path", sorted(builtin_dir().glob("*.toml")), ids=lambda p: p.stem)
+def test_golden(path: Path) -> None:
+    text = render_script(load_preset_file(path), media())
+    golden = GOLDEN / f"{path.stem}.vpy"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"re-render with UPDATE_GOLDEN=1 after reviewing {golden}"
+
+
+def test_deterministic_and_valid_python() -> None:
+    preset = load_preset_file(builtin_dir() / "youtube-1080p.toml")
+    a, b = render_script(preset, media()), render_script(preset, media())
+    assert a == b
+    ast.parse(a)
+
+
+def test_no_path_or_preset_string_in_the_code() -> None:
+    preset = load_preset('[preset]\ndescription = "x\\"); import os; os.system(\\"id"\n',
+                         source="evil.toml")  # fmt: skip
+    text = render_script(preset, media())
+    tree = ast.parse(text)
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert strings <= {"src", "cache", ""}, strings
+    assert HOSTILE not in text and "os.system" not in text
+
+
+def test_plan_for_vfr_and_rate_change() -> None:
+    preset = load_preset("[motion]\nfps = 24\n[frame]\nwidth = 1920\nheight = 1080\n")
+    plan = plan_script(preset, media(vfr=True, duration=2.0, frame_count=30))
+    assert (plan.width, plan.height, plan.fps, plan.frame_count) == (1920, 1080, Fraction(24), 48)
+    assert any("variable frame rate" in n for n in plan.notes)
+
+
+def test_untagged_sd_is_bt601_and_hd_is_bt709() -> None:
+    preset = load_preset("")
+    assert plan_script(preset, media()).source_colour.matrix == 6
+    assert plan_script(preset, media(width=1280, height=720)).source_colour.matrix == 1
+    tagged = plan_script(preset, media(matrix="bt709", color_range="pc"))
+    assert tagged.source_colour.matrix == 1 and tagged.source_colour.range == 0
+
+
+def test_source_size_kept_even_and_rotation_swaps() -> None:
+    preset = load_preset("")
+    plan = plan_script(preset, media(width=641, height=361))
+    assert (plan.width, plan.height) == (640, 360)
+    plan = plan_script(preset, media(rotation=90))
+    assert (plan.width, plan.height) == (360, 640)
