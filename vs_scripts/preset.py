@@ -61,7 +61,12 @@ SCALERS = ("spline36", "lanczos", "bicubic", "bilinear")
 DENOISERS = ("off", "dfttest", "degrain", "temporal")
 AUDIO_CODECS = ("aac", "pcm_s16le", "pcm_s24le", "none")
 MISSING_AUDIO = ("none", "silence")
-RETIME = ("repeat",)
+RETIME = ("repeat", "rife")
+RIFE_MODELS = ("rife-4.25",)
+UPSCALE_MODELS = ("off", "realesr-animevideov3")
+BACKENDS = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16")
+ORDERS = ("interpolate-first", "upscale-first")
 PRORES_PROFILES = ("proxy", "lt", "standard", "hq", "4444")
 DNXHR_PROFILES = ("dnxhr_lb", "dnxhr_sq", "dnxhr_hq", "dnxhr_hqx", "dnxhr_444")
 X26X_PRESETS = (
@@ -77,6 +82,18 @@ SCHEMA: tuple[Key, ...] = (
     Key("restore", "denoise_strength", "float", 1.0, "Denoiser strength.", lo=0.0, hi=8.0),
     Key("motion", "fps", "fps", Fraction(0), "Output frame rate (0 = the source's rate)."),
     Key("motion", "method", "str", "repeat", "How to reach the output rate.", choices=RETIME),
+    Key("motion", "model", "str", "rife-4.25", "Interpolation model.", choices=RIFE_MODELS),
+    Key(
+        "motion", "scene_threshold", "float", 0.12,
+        "Luma difference (0..1) that marks a scene cut; never interpolated across.",
+        lo=0.01, hi=0.99,
+    ),  # fmt: skip
+    Key("upscale", "model", "str", "off", "Super-resolution model.", choices=UPSCALE_MODELS),
+    Key("upscale", "scale", "int", 4, "Network scale (x2/x3 resample the x4 result).", lo=2, hi=4),
+    Key("upscale", "tile", "int", 0, "Tile size in pixels (0 = whole frame).", lo=0, hi=4096),
+    Key("ai", "backend", "str", "auto", "Where the networks run.", choices=BACKENDS),
+    Key("ai", "precision", "str", "auto", "fp16 on CUDA, fp32 on CPU by default.", choices=PRECISIONS),
+    Key("ai", "order", "str", "interpolate-first", "Stage order.", choices=ORDERS),
     Key("frame", "width", "int", 0, "Output width in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "height", "int", 0, "Output height in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "fit", "str", "pad", "How to fit another aspect ratio.", choices=FITS),
@@ -157,6 +174,22 @@ class RestoreSection:
 class MotionSection:
     fps: Fraction = Fraction(0)
     method: str = "repeat"
+    model: str = "rife-4.25"
+    scene_threshold: float = 0.12
+
+
+@dataclass(frozen=True, slots=True)
+class UpscaleSection:
+    model: str = "off"
+    scale: int = 4
+    tile: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AiSection:
+    backend: str = "auto"
+    precision: str = "auto"
+    order: str = "interpolate-first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +239,8 @@ class Preset:
     preset: PresetSection = field(default_factory=PresetSection)
     restore: RestoreSection = field(default_factory=RestoreSection)
     motion: MotionSection = field(default_factory=MotionSection)
+    upscale: UpscaleSection = field(default_factory=UpscaleSection)
+    ai: AiSection = field(default_factory=AiSection)
     frame: FrameSection = field(default_factory=FrameSection)
     video: VideoSection = field(default_factory=VideoSection)
     audio: AudioSection = field(default_factory=AudioSection)
@@ -219,6 +254,8 @@ _SECTION_CLASSES = {
     "preset": PresetSection,
     "restore": RestoreSection,
     "motion": MotionSection,
+    "upscale": UpscaleSection,
+    "ai": AiSection,
     "frame": FrameSection,
     "video": VideoSection,
     "audio": AudioSection,
@@ -368,6 +405,8 @@ def _cross_checks(p: Preset, source: str) -> list[str]:
             f"{source}: [audio] codec = {p.audio.codec!r} cannot go in a "
             f"{p.preset.container!r} file; use one of {', '.join(map(repr, acont))}."
         )
+    if p.ai.precision == "fp16" and p.ai.backend == "cpu":
+        out.append(f"{source}: [ai] precision = 'fp16' needs backend 'cuda' or 'auto'; use 'fp32' on CPU.")
     f = p.frame
     if (f.width == 0) != (f.height == 0):
         out.append(f"{source}: [frame] width and height must both be set or both be 0.")

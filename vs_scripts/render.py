@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from vs_scripts import __version__
+from vs_scripts.cadence import output_count
 from vs_scripts.media import MediaInfo
 from vs_scripts.preset import Preset
 
@@ -41,6 +42,8 @@ VS_FORMATS = {
 FIT_NAMES = {"pad": "PAD", "crop": "CROP", "stretch": "STRETCH"}
 KERNEL_NAMES = {"spline36": "SPLINE36", "lanczos": "LANCZOS", "bicubic": "BICUBIC",
                 "bilinear": "BILINEAR"}  # fmt: skip
+BACKEND_NAMES = {"auto": "AUTO", "cpu": "CPU", "cuda": "CUDA"}
+PRECISION_NAMES = {"auto": "AUTO", "fp32": "FP32", "fp16": "FP16"}
 DENOISE_FUNCS = {"dfttest": "denoise_dfttest", "degrain": "denoise_degrain",
                  "temporal": "denoise_temporal"}  # fmt: skip
 
@@ -76,7 +79,12 @@ class ScriptPlan:
     output_colour: Colour
     vs_format: str
     bit_depth: int
+    source_fps: Fraction
+    """The constant rate the source is read at (the target rate unless RIFE retimes)."""
+    interpolate: bool
+    upscale: bool
     notes: tuple[str, ...] = ()
+
 
 
 def source_colour(media: MediaInfo) -> tuple[Colour, bool]:
@@ -121,6 +129,11 @@ def plan_script(preset: Preset, media: MediaInfo) -> ScriptPlan:
     )  # fmt: skip
     width, height = output_size(preset, media)
     fps = output_fps(preset, media)
+    interpolate = preset.motion.method == "rife" and fps != media.fps
+    read_fps = media.fps if interpolate else fps
+    frames = expected_frames(media, read_fps)
+    if interpolate:
+        frames = output_count(frames, read_fps, fps)
     notes: list[str] = []
     if assumed:
         notes.append(
@@ -134,12 +147,15 @@ def plan_script(preset: Preset, media: MediaInfo) -> ScriptPlan:
         width=width,
         height=height,
         fps=fps,
-        frame_count=expected_frames(media, fps),
+        frame_count=frames,
         source_colour=src_colour,
         source_colour_assumed=assumed,
         output_colour=out_colour,
         vs_format=vs_format,
         bit_depth=10 if v.pixel_format.endswith("10") else 8,
+        source_fps=read_fps,
+        interpolate=interpolate,
+        upscale=preset.upscale.model != "off",
         notes=tuple(notes),
     )
 
@@ -158,6 +174,35 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+def model_args(preset: Preset, plan: ScriptPlan) -> dict[str, str]:
+    """vspipe argument name -> model name for the networks the script will load."""
+    out = {}
+    if plan.interpolate:
+        out["rife_model"] = preset.motion.model
+    if plan.upscale:
+        out["upscale_model"] = preset.upscale.model
+    return out
+
+
+def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
+    ai = f"backend=fl.Backend.{BACKEND_NAMES[preset.ai.backend]}, " \
+         f"precision=fl.Precision.{PRECISION_NAMES[preset.ai.precision]}"  # fmt: skip
+    rife = (
+        f"clip = fl.interpolate_rife(clip, fps=({plan.fps.numerator}, {plan.fps.denominator}), "
+        f"model=rife_model, scene_threshold={_num(preset.motion.scene_threshold)}, {ai})"
+    )
+    upscale = (
+        f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
+        f"tile={int(preset.upscale.tile)}, {ai})"
+    )
+    stages = []
+    if plan.interpolate:
+        stages.append(rife)
+    if plan.upscale:
+        stages.insert(0 if preset.ai.order == "upscale-first" else len(stages), upscale)
+    return stages
+
+
 def render_script(preset: Preset, media: MediaInfo) -> str:
     """Render the ``.vpy`` text. Deterministic: the same inputs give the same bytes."""
     plan = plan_script(preset, media)
@@ -174,11 +219,13 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
         "",
         "src = fl.script_arg(globals(), 'src')",
         "cache = fl.script_arg(globals(), 'cache', default='')",
+        *(f"{arg} = fl.script_arg(globals(), '{arg}')" for arg in model_args(preset, plan)),
         "",
         f"# Source: {media.width}x{media.height}, {_fps_text(media.fps)} fps"
         f"{' (VFR)' if media.vfr else ''}, {media.frame_count} frames.",
         *(f"# Note: {n}." for n in plan.notes),
-        f"clip = fl.load_source(src, fps=({plan.fps.numerator}, {plan.fps.denominator}), "
+        f"clip = fl.load_source(src, fps=({plan.source_fps.numerator}, "
+        f"{plan.source_fps.denominator}), "
         f"frames={int(media.frame_count)}, cache=cache)",
         f"clip = fl.tag_colour(clip, matrix={sc.matrix}, transfer={sc.transfer}, "
         f"primaries={sc.primaries}, color_range={sc.range})",
@@ -187,6 +234,7 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
         lines.append(f"clip = fl.deblock(clip, strength={_num(r.deblock)})")
     if r.denoise != "off" and r.denoise_strength > 0:
         lines.append(f"clip = fl.{DENOISE_FUNCS[r.denoise]}(clip, strength={_num(r.denoise_strength)})")
+    lines += _ai_lines(preset, plan)
     lines += [
         f"clip = fl.fit_frame(clip, width={plan.width}, height={plan.height}, "
         f"fit=fl.Fit.{FIT_NAMES[f.fit]}, kernel=fl.Kernel.{KERNEL_NAMES[f.scaler]})",
