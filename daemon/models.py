@@ -228,6 +228,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -262,7 +263,38 @@ def install(name: str, *, offline: bool | None = None, log: Callable[[str], None
         data = OFFLINE_BUILDERS[spec.kind](spec)
         log(f"{name}: built from the {spec.offline_package} package")
     _atomic_write(path, data)
+    if spec.kind == "srvgg":
+        export_onnx(spec, path)
+        log(f"{name}: exported {path.with_suffix('.onnx').name} for the OpenVINO backend")
     return path
+
+
+def export_onnx(spec: ModelSpec, path: Path) -> Path:
+    """ONNX beside the weights (dynamic height/width) for vs-mlrt's OpenVINO backend."""
+    import contextlib
+    import sys
+    import warnings
+
+    import torch
+
+    net = load_network(spec.kind, path, spec.scale, torch.device("cpu"))
+    target = path.with_suffix(".onnx")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net, torch.rand(1, 3, 64, 64), tmp, input_names=["input"],
+                output_names=["output"], opset_version=17, dynamo=False,
+                dynamic_axes={"input": {2: "h", 3: "w"}, "output": {2: "H", 3: "W"}},
+            )  # fmt: skip
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def verify(name: str) -> str:

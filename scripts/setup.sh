@@ -30,7 +30,7 @@ fi
 # 2. Python >= 3.12 (VapourSynth's wheels are cp312-abi3) ---------------------------------------
 find_python() {
   local c v
-  for c in "${FINISHLINE_PYTHON:-}" python3.13 python3.12 python3; do
+  for c in "${FINISHLINE_PYTHON:-}" python3.12 python3.13 python3; do
     [[ -n $c ]] || continue
     if command -v "$c" >/dev/null && "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
       command -v "$c"; return 0
@@ -38,7 +38,7 @@ find_python() {
   done
   local root
   root=$( (command -v pyenv >/dev/null && pyenv root) || echo "${PYENV_ROOT:-$HOME/.pyenv}")
-  for v in "$root"/versions/3.13* "$root"/versions/3.12* /usr/bin/python3.13 /usr/bin/python3.12 /usr/local/bin/python3.1[23]; do
+  for v in "$root"/versions/3.12* "$root"/versions/3.13* /usr/bin/python3.12 /usr/bin/python3.13 /usr/local/bin/python3.1[23]; do
     for c in "$v"/bin/python3 "$v"; do
       if [[ -x $c && ! -d $c ]] && "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
         echo "$c"; return 0

@@ -8,6 +8,7 @@ never write to stdout (it carries the y4m stream).
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 
 import vapoursynth as vs
@@ -25,6 +26,7 @@ class Backend(enum.Enum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+    OPENVINO = "openvino"
 
 
 class Precision(enum.Enum):
@@ -349,35 +351,74 @@ def upscale_esrgan(
     backend: Backend = Backend.AUTO, precision: Precision = Precision.AUTO,
 ) -> vs.VideoNode:  # fmt: skip
     """Real-ESRGAN (SRVGGNetCompact) x``scale``, in ``tile``-pixel tiles (0 = whole frame) with
-    overlap so 4K/8K stays within memory. Input any format; output RGBS."""
-    from threading import Lock
+    overlap so 4K/8K stays within memory. Input any format; output RGBS.
 
+    Backends: CUDA (torch, fp16 by default); OpenVINO through vs-mlrt on the CPU (the ONNX
+    export beside the weights, f32 inference: about 3x faster than torch here); torch CPU."""
     if scale not in (2, 3, 4):
         raise vs.Error("upscale_esrgan: scale must be 2, 3 or 4")
     if tile and tile < 32:
         raise vs.Error("upscale_esrgan: tile must be 0 (off) or at least 32")
     clip = to_rgb(clip)
     net_scale = 4
-    big = core.std.BlankClip(clip, width=clip.width * net_scale, height=clip.height * net_scale,
-                             keep=True)  # fmt: skip
-    lock = Lock()
-
-    def infer(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        import torch
-
-        net, device, dtype = _network("srvgg", model, net_scale, backend, precision)
-        with lock, torch.inference_mode():
-            x = _to_tensor(f, device, dtype)
-            return _tiled(net, x, net_scale, tile)
-
-    def write(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        return _to_frame(infer(n, f[1]), f[0].copy())
-
-    up = core.std.CopyFrameProps(core.std.ModifyFrame(big, [big, clip], write), clip)
+    onnx = model.rsplit(".", 1)[0] + ".onnx"
+    use_ov = backend is Backend.OPENVINO or (
+        backend is Backend.AUTO and not _cuda_available() and hasattr(core, "ov")
+        and os.path.exists(onnx)
+    )  # fmt: skip
+    if use_ov:
+        if not hasattr(core, "ov") or not os.path.exists(onnx):
+            raise vs.Error(
+                "upscale_esrgan: the OpenVINO backend needs vapoursynth-mlrt-ov and "
+                f"{onnx} (run `finishline models install --force`)"
+            )
+        if precision is Precision.FP16:
+            raise vs.Error("upscale_esrgan: fp16 needs CUDA; use fp32 with OpenVINO")
+        kwargs: dict[str, object] = {}
+        if tile:
+            kwargs.update(tilesize=[tile, tile], overlap=[16, 16])
+        up = core.ov.Model(
+            [clip], onnx, device="CPU", fp16=False,
+            config=lambda: {"INFERENCE_PRECISION_HINT": "f32"}, **kwargs,
+        )  # fmt: skip
+        up = core.std.CopyFrameProps(core.std.Expr(up, "x 0 max 1 min"), clip)  # as torch clamps
+    else:
+        up = _upscale_torch(clip, model, net_scale, tile, backend, precision)
     if scale != net_scale:
         up = core.resize.Bicubic(up, clip.width * scale, clip.height * scale, filter_param_a=0,
                                  filter_param_b=0.5)  # fmt: skip
     return up
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _upscale_torch(
+    clip: vs.VideoNode, model: str, net_scale: int, tile: int, backend: Backend,
+    precision: Precision,
+) -> vs.VideoNode:  # fmt: skip
+    from threading import Lock
+
+    if backend is Backend.OPENVINO or backend is Backend.AUTO:
+        backend = Backend.AUTO
+    big = core.std.BlankClip(clip, width=clip.width * net_scale, height=clip.height * net_scale,
+                             keep=True)  # fmt: skip
+    lock = Lock()
+
+    def write(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        import torch
+
+        net, device, dtype = _network("srvgg", model, net_scale, backend, precision)
+        with lock, torch.inference_mode():
+            out = _tiled(net, _to_tensor(f[1], device, dtype), net_scale, tile)
+        return _to_frame(out, f[0].copy())
+
+    return core.std.CopyFrameProps(core.std.ModifyFrame(big, [big, clip], write), clip)
 
 
 def _tiled(net, x, scale: int, tile: int, pad: int = 16):  # type: ignore[no-untyped-def]

@@ -124,6 +124,17 @@ def test_upscaler_size_and_sanity_against_lanczos(models_dir: Path) -> None:
     assert np.abs(rgb_frames(tiled)[0] - ours).max() < 0.02
 
 
+def test_openvino_backend_matches_torch(models_dir: Path) -> None:
+    if not hasattr(core, "ov"):
+        pytest.skip("vapoursynth-mlrt-ov is not installed")
+    small = core.resize.Bicubic(to_clip([scene(width=128, height=96)]), 48, 36)
+    model = str(models_dir / "realesr-animevideov3.pth")
+    ov = rgb_frames(fl.upscale_esrgan(small, model=model, backend=fl.Backend.OPENVINO))[0]
+    pt = rgb_frames(fl.upscale_esrgan(small, model=model, backend=fl.Backend.CPU))[0]
+    assert ov.shape == (3, 144, 192)
+    assert np.abs(ov - pt).max() < 1e-3  # f32 inference (bf16 would be ~4e-2 off)
+
+
 def test_missing_weights_name_the_install_command(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FINISHLINE_MODELS", str(tmp_path / "empty"))
     with pytest.raises(models.ModelError, match="finishline models install rife-4.25"):
