@@ -16,8 +16,8 @@ run: setup sample
 sample:
 	@mkdir -p $(SAMPLE_DIR)/out
 	@test -f $(SAMPLE_DIR)/ai-clip-12fps.mp4 || ffmpeg -v error -y \
-	    -f lavfi -i "testsrc2=size=640x360:rate=12:duration=3,noise=alls=12:allf=t" \
-	    -f lavfi -i "sine=frequency=330:sample_rate=44100:duration=3" \
+	    -f lavfi -i "testsrc2=size=640x360:rate=12:duration=2,noise=alls=12:allf=t" \
+	    -f lavfi -i "sine=frequency=330:sample_rate=44100:duration=2" \
 	    -c:v libx264 -crf 36 -pix_fmt yuv420p -c:a aac -shortest $(SAMPLE_DIR)/ai-clip-12fps.mp4
 
 test: setup

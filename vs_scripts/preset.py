@@ -37,7 +37,11 @@ class Key:
         if self.choices:
             return "use one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "fps":
-            return 'use 0 (keep the source rate), a number like 24 or 29.97, or "30000/1001"'
+            return (
+                'use 0 or "source" (keep the source rate), "natural" (the nearest standard '
+                'rate at or above the source: 12 -> 24, 15 -> 30), a number like 24 or 29.97, '
+                'or "30000/1001"'
+            )
         if self.kind == "bool":
             return "use true or false"
         rng = []
@@ -149,7 +153,7 @@ ENCODER_CONTAINERS: dict[str, tuple[str, ...]] = {
     "x264": ("mp4", "mov", "mkv"),
     "prores": ("mov", "mkv"),
     "dnxhr": ("mov", "mkv"),
-    "ffv1": ("mkv",),
+    "ffv1": ("mkv", "mov"),
 }
 AUDIO_CONTAINERS: dict[str, tuple[str, ...]] = {
     "aac": CONTAINERS,
@@ -172,7 +176,8 @@ class RestoreSection:
 
 @dataclass(frozen=True, slots=True)
 class MotionSection:
-    fps: Fraction = Fraction(0)
+    fps: Fraction | str = Fraction(0)
+    """A rate, 0 for the source's, or "natural"."""
     method: str = "repeat"
     model: str = "rife-4.25"
     scene_threshold: float = 0.12
@@ -291,6 +296,21 @@ def parse_fps(value: object) -> Fraction | None:
     return None
 
 
+STANDARD_RATES = (Fraction(24), Fraction(25), Fraction(30))
+
+
+def natural_fps(source: Fraction) -> Fraction:
+    """The delivery rate an AI clip "wants": the source's own rate from 23.976 up; below that
+    the smallest standard rate that is a whole multiple of it (12 -> 24, 12.5 -> 25, 15 -> 30,
+    10 -> 30), else 24 (RIFE interpolates at any timestep)."""
+    if source >= Fraction(24000, 1001) - Fraction(1, 1000):
+        return source
+    for rate in STANDARD_RATES:
+        if (rate / source).denominator == 1:
+            return rate
+    return Fraction(24)
+
+
 def _suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -302,6 +322,10 @@ def _check_value(key: Key, value: object, where: str) -> tuple[object, str | Non
         return None, None
     problem = f"{where} = {value!r} is not allowed; {key.describe_allowed()}."
     if key.kind == "fps":
+        if value == "natural":
+            return "natural", None
+        if value == "source":
+            return Fraction(0), None
         fps = parse_fps(value)
         if fps is None or fps > 1000:
             return None, problem

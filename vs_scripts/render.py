@@ -13,7 +13,7 @@ from fractions import Fraction
 from vs_scripts import __version__
 from vs_scripts.cadence import output_count
 from vs_scripts.media import MediaInfo
-from vs_scripts.preset import Preset
+from vs_scripts.preset import Preset, natural_fps
 
 # VapourSynth / ITU-T H.273 codes.
 MATRIX_CODES = {"bt709": 1, "bt601": 6, "bt470bg": 5, "smpte170m": 6, "bt2020nc": 9, "fcc": 4}
@@ -110,7 +110,11 @@ def output_size(preset: Preset, media: MediaInfo) -> tuple[int, int]:
 
 
 def output_fps(preset: Preset, media: MediaInfo) -> Fraction:
-    return preset.motion.fps or media.fps
+    fps = preset.motion.fps
+    if fps == "natural":
+        return natural_fps(media.fps)
+    assert isinstance(fps, Fraction)
+    return fps or media.fps
 
 
 def expected_frames(media: MediaInfo, fps: Fraction) -> int:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from fractions import Fraction as F
 from pathlib import Path
 
 import pytest
 
 from daemon.presets import builtin_dir, find_preset, list_presets, load_preset_file, save_preset
 from vs_scripts.errors import AppError, PresetError
-from vs_scripts.preset import SCHEMA, Preset, load_preset, parse_fps, preset_to_dict
+import tomli_w
+
+from vs_scripts.preset import (
+    SCHEMA,
+    Preset,
+    load_preset,
+    natural_fps,
+    parse_fps,
+    preset_to_dict,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BAD = sorted((DATA / "presets_bad").glob("bad_*.toml"))
@@ -89,3 +99,20 @@ def test_user_presets_shadow_builtins(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_schema_documents_every_key() -> None:
     for key in SCHEMA:
         assert key.doc and key.section and key.name
+
+
+@pytest.mark.parametrize(
+    ("src", "expected"),
+    [(F(12), F(24)), (F(8), F(24)), (F(15), F(30)), (F(10), F(30)), (F(25, 2), F(25)),
+     (F(16), F(24)), (F(24), F(24)), (F(25), F(25)), (F(30000, 1001), F(30000, 1001)),
+     (F(24000, 1001), F(24000, 1001)), (F(60), F(60))],
+)  # fmt: skip
+def test_natural_fps(src: F, expected: F) -> None:
+    assert natural_fps(src) == expected
+
+
+def test_fps_keywords() -> None:
+    assert load_preset('[motion]\nfps = "natural"\n').motion.fps == "natural"
+    assert load_preset('[motion]\nfps = "source"\n').motion.fps == Fraction(0)
+    text = tomli_w.dumps(preset_to_dict(load_preset('[motion]\nfps = "natural"\n')))
+    assert load_preset(text).motion.fps == "natural"

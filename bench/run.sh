@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run finishline over the shared bench corpus (../shared/bench) and score it beside the ffmpeg
+# baselines. By hand, not in CI: ~6 min for the corpus and baselines, then the pipeline.
+#   bench/run.sh [PRESET]      (default bench/preset-720p.toml; e.g. presets/youtube-1080p.toml)
+# Env: BENCH_WORK (default bench/_work), SHARED_BENCH (default ../shared/bench).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+export BENCH_WORK=${BENCH_WORK:-$ROOT/bench/_work}
+PRESET=${1:-$ROOT/bench/preset-720p.toml}
+FL=$ROOT/.venv/bin/finishline
+PY=${BENCH_VENV:-/tmp/bench-venv}/bin/python
+[[ -x $FL ]] || "$ROOT/scripts/setup.sh"
+
+if [[ ! -f $BENCH_WORK/runs/summary.md ]]; then
+  "$SHARED/run_all.sh"             # corpus + baselines + their scores
+fi
+CORPUS=$BENCH_WORK/corpus
+NAME=finishline-$(basename "$PRESET" .toml)
+OUT=$BENCH_WORK/runs/$NAME
+rm -rf "$OUT"; mkdir -p "$OUT"
+start=$(date +%s.%N)
+for clip in "$CORPUS"/degraded/clip*.mp4; do
+  base=$(basename "$clip" .mp4)
+  "$FL" process "$clip" --preset "$PRESET" -o "$OUT/$base.mov" --work "$OUT/jobs" -q
+done
+end=$(date +%s.%N)
+"$ROOT/.venv/bin/python" - "$OUT" "$start" "$end" <<'PY'
+import json, pathlib, subprocess, sys
+out, start, end = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+frames = 0
+stages: dict[str, float] = {}
+for res in sorted(out.glob("jobs/*/result.json")):
+    data = json.loads(res.read_text())
+    frames += data["frames"]
+    for k, v in data["timings"].items():
+        stages[k] = stages.get(k, 0.0) + v
+wall = end - start
+json.dump({"wall_s": round(wall, 1), "frames_out": frames, "fps": round(frames / wall, 3),
+           "stages_s": {k: round(v, 1) for k, v in stages.items()}},
+          open(out / "timing.json", "w"), indent=2)
+print(f"{frames} frames in {wall:.1f}s = {frames / wall:.2f} fps; stages: {stages}")
+PY
+(cd "$SHARED" && $PY score.py "$OUT" "$CORPUS" && \
+  $PY compare.py "$BENCH_WORK/runs/naive" "$BENCH_WORK/runs/classic" "$BENCH_WORK/runs/classic_cm" "$OUT") \
+  | tee "$OUT/compare.md"
