@@ -113,6 +113,112 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from daemon.config import load_config
+
+    return load_config(Path(args.config) if args.config else None,
+                       root=Path(args.root).expanduser() if args.root else None)  # fmt: skip
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from daemon.service import Daemon
+
+    cfg = _config(args)
+    if args.workers is not None:
+        cfg = replace(cfg, workers=args.workers)
+    if args.polling:
+        cfg = replace(cfg, polling=True)
+    if args.settle is not None:
+        cfg = replace(cfg, settle_seconds=args.settle)
+    return Daemon(cfg).run()
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from daemon.queue import Queue
+    from daemon.states import JobState, TransitionError
+
+    cfg = _config(args)
+    if not cfg.db.exists():
+        _err(f"no queue at {cfg.db}; start the daemon first (`finishline daemon`).")
+        return 1
+    q = Queue(cfg.db)
+    action = args.action
+    try:
+        if action == "list":
+            states = tuple(JobState(s) for s in args.state) if args.state else ()
+            alive, pid, _ = q.daemon_status()
+            print(f"daemon: {'running (pid ' + str(pid) + ')' if alive else 'not running'}"
+                  f"{', paused' if q.paused else ''}; {q.counts()}")  # fmt: skip
+            print(f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':8} {'progress':>12} "
+                  f"{'fps':>6} {'eta':>7}  preset / clip")  # fmt: skip
+            for j in q.jobs(states=states, limit=args.limit):
+                prog = f"{j.frame}/{j.total}" if j.total else ""
+                print(f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
+                      f"{prog:>12} {j.fps:>6.2f} {_fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
+                      + (f"\n      error: {j.error}" if j.error and j.state != "done" else ""))
+            return 0
+        if action == "pause":
+            q.pause(True)
+            print("paused: running jobs finish, no new job starts")
+            return 0
+        if action == "resume":
+            q.pause(False)
+            print("resumed")
+            return 0
+        if not args.ids:
+            _err(f"queue {action} needs job ids.")
+            return 2
+        for job_id in args.ids:
+            if action == "cancel":
+                job = q.cancel(job_id)
+            elif action == "retry":
+                job = q.retry(job_id)
+            elif action == "requeue":
+                job = q.requeue(job_id)
+            elif action == "priority":
+                job = q.set_priority(job_id, args.priority)
+            elif action == "show":
+                job = q.get(job_id)
+                if job is None:
+                    raise TransitionError(f"no job with id {job_id}")
+                for key, value in job.__class__.__dataclass_fields__.items():
+                    if key != "report":
+                        print(f"{key:>16}: {getattr(job, key)}")
+                if job.report:
+                    print("\n" + job.report)
+                continue
+            else:
+                return 2
+            print(f"job {job.id}: {job.state}"
+                  + (" (cancel requested)" if job.cancel_requested and job.state == "running" else "")
+                  + (f", priority {job.priority}" if action == "priority" else ""))  # fmt: skip
+    except TransitionError as exc:
+        _err(f"{exc}.")
+        return 1
+    finally:
+        q.close()
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from daemon.systemd import install_user_unit
+
+    path = install_user_unit(config=Path(args.config) if args.config else None,
+                             enable=not args.no_enable)  # fmt: skip
+    print(path)
+    return 0
+
+
 def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
     folder = out_dir if out_dir is not None else src.parent
     return folder / f"{src.stem}.{preset_name}{ext}"
@@ -269,6 +375,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip")
     p.add_argument("--preset", required=True)
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("daemon", help="watch the hot folders and process what lands there")
+    p.add_argument("--config", help="daemon TOML (default ~/.config/finishline/daemon.toml)")
+    p.add_argument("--root", help="override the config's root folder")
+    p.add_argument("--workers", type=int, help="parallel jobs")
+    p.add_argument("--polling", action="store_true", help="poll instead of inotify (NFS/SMB)")
+    p.add_argument("--settle", type=float, help="seconds a file must stay unchanged")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("queue", help="see and control the daemon's queue")
+    p.add_argument("action", choices=("list", "show", "pause", "resume", "cancel", "retry",
+                                      "requeue", "priority"))  # fmt: skip
+    p.add_argument("ids", nargs="*", type=int)
+    p.add_argument("--priority", type=int, default=0, help="for `priority`: higher runs first")
+    p.add_argument("--state", action="append", help="for `list`: only these states")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--config")
+    p.add_argument("--root")
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("service", help="install the systemd user unit")
+    p.add_argument("action", choices=("install",))
+    p.add_argument("--config")
+    p.add_argument("--no-enable", action="store_true", help="write the unit only")
+    p.set_defaults(func=cmd_service)
 
     p = sub.add_parser("models", help="list, install or verify the AI model weights")
     p.add_argument("action", choices=("list", "install", "verify"))

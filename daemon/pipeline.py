@@ -14,7 +14,9 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -143,7 +145,8 @@ class Pipeline:
             frames = self._check_script(script, src, cache, plan)
             plan = dataclasses.replace(plan, frame_count=frames)
 
-        video = work / ("video" + C.intermediate_suffix(self.preset))
+        # unique per run: a child orphaned by a hard kill can never write into a later run's file
+        video = work / f"video.{os.getpid()}.{time.monotonic_ns()}{C.intermediate_suffix(self.preset)}"
         partial = partial_path(output)
         try:
             with self._timed("encode", timings):
@@ -243,11 +246,13 @@ class Pipeline:
         if self.should_stop():
             raise Cancelled("cancelled before encoding.")
         p1 = subprocess.Popen(
-            list(first), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            _with_parent(first), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
             p2 = subprocess.Popen(
-                list(second), stdin=p1.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                _with_parent(second), stdin=p1.stdout, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )  # fmt: skip
         except BaseException:
             p1.kill()
@@ -324,7 +329,8 @@ class Pipeline:
         if self.should_stop():
             raise Cancelled(f"cancelled before {stage}.")
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            _with_parent(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )  # fmt: skip
         with self._lock:
             self._procs = [proc]
@@ -349,6 +355,17 @@ class Pipeline:
         yield
         timings.append(StageTiming(stage, time.monotonic() - t0))
         log.debug("stage %s took %.2fs", stage, timings[-1].seconds)
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def _with_parent(cmd: Sequence[str]) -> list[str]:
+    """Children die with us, even on SIGKILL (Linux parent-death signal via util-linux
+    setpriv), so a hard-killed daemon leaves no encoder running."""
+    if _SETPRIV and sys.platform.startswith("linux"):
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *cmd]
+    return list(cmd)
 
 
 def _pump(stream, sink: Callable[[str], None]) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,374 @@
+"""The durable job queue: SQLite in WAL mode, rows kept as history, every transition guarded.
+
+This module is also the daemon's documented control interface: the CLI (``finishline queue``)
+and the TUI open the same database and call :meth:`Queue.pause`, :meth:`Queue.cancel`,
+:meth:`Queue.retry`, :meth:`Queue.set_priority` and :meth:`Queue.requeue`. Pure state changes
+happen at once under the same guards; cancelling a running job sets ``cancel_requested``, which
+the worker running it polls (it then kills its children and records CANCELLED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from daemon.states import JobState, TransitionError, check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    preset TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    assemble INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    src TEXT NOT NULL,
+    name TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    batch_id INTEGER REFERENCES batches(id),
+    content_hash TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'queued',
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 3,
+    worker TEXT,
+    stage TEXT NOT NULL DEFAULT '',
+    frame INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    fps REAL NOT NULL DEFAULT 0,
+    eta_s REAL,
+    output TEXT,
+    work_dir TEXT,
+    error TEXT,
+    report TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, priority DESC, id);
+CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(content_hash, preset);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER, beat REAL, started REAL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    src: str
+    name: str
+    preset: str
+    batch_id: int | None
+    content_hash: str
+    size: int
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int
+    worker: str | None
+    stage: str
+    frame: int
+    total: int
+    fps: float
+    eta_s: float | None
+    output: str | None
+    work_dir: str | None
+    error: str | None
+    report: str | None
+    cancel_requested: int
+    created: float
+    updated: float
+    started: float | None
+    finished: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        data = {f.name: row[f.name] for f in fields(cls)}
+        data["state"] = JobState(data["state"])
+        return cls(**data)
+
+    @property
+    def progress(self) -> float:
+        return self.frame / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    id: int
+    preset: str
+    name: str
+    created: float
+    assemble: int
+
+
+class Queue:
+    """One connection, shared by the threads of one process (guarded by a lock)."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front so read-then-write cannot race."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- adding -----------------------------------------------------------------------------
+
+    def add_batch(self, preset: str, name: str, *, assemble: bool = False) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO batches(preset, name, created, assemble) VALUES (?, ?, ?, ?)",
+                (preset, name, time.time(), int(assemble)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def add_job(
+        self, src: str, *, name: str, preset: str, content_hash: str, size: int = 0,
+        batch_id: int | None = None, priority: int = 0, max_attempts: int = 3,
+    ) -> int:  # fmt: skip
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs(src, name, preset, batch_id, content_hash, size, priority, "
+                "max_attempts, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (src, name, preset, batch_id, content_hash, size, priority, max_attempts, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def find_duplicate(self, content_hash: str, preset: str) -> Job | None:
+        """A job for the same content and preset that is queued, running or done."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE content_hash=? AND preset=? "
+                "AND state IN ('queued', 'running', 'done') ORDER BY id LIMIT 1",
+                (content_hash, preset),
+            ).fetchone()
+        return Job.from_row(row) if row else None
+
+    # -- the worker side --------------------------------------------------------------------
+
+    def claim_next(self, worker: str) -> Job | None:
+        """Atomically take the highest-priority queued job (None when paused or empty)."""
+        if self.paused:
+            return None
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET state='running', worker=?, started=?, updated=?, stage='starting',"
+                " frame=0, total=0, fps=0, eta_s=NULL, error=NULL, cancel_requested=0 "
+                "WHERE id=(SELECT id FROM jobs WHERE state='queued' "
+                "ORDER BY priority DESC, id LIMIT 1) AND state='queued' RETURNING *",
+                (worker, now, now),
+            ).fetchone()
+        return Job.from_row(row) if row else None
+
+    def transition(self, job_id: int, expected: JobState, new: JobState, **values: object) -> Job:
+        """``UPDATE … WHERE id=? AND state=?``; raises :class:`TransitionError` unless exactly
+        one row changed."""
+        check_transition(expected, new)
+        allowed = {"output", "work_dir", "error", "report", "stage", "attempts", "worker",
+                   "finished", "priority", "cancel_requested", "frame", "total", "fps", "eta_s"}
+        bad = set(values) - allowed
+        if bad:
+            raise ValueError(f"cannot set {sorted(bad)} in a transition")
+        sets = ", ".join(f"{k}=:{k}" for k in values)
+        sql = (
+            f"UPDATE jobs SET state=:new, updated=:now{', ' + sets if sets else ''} "
+            "WHERE id=:id AND state=:expected RETURNING *"
+        )
+        params = {"new": str(new), "now": time.time(), "id": job_id, "expected": str(expected),
+                  **values}  # fmt: skip
+        with self._tx() as db:
+            row = db.execute(sql, params).fetchone()
+        if row is None:
+            current = self.get(job_id)
+            state = current.state if current else "missing"
+            raise TransitionError(f"job {job_id} is {state}, not {expected}; not changed to {new}")
+        return Job.from_row(row)
+
+    def progress(
+        self, job_id: int, *, stage: str, frame: int = 0, total: int = 0, fps: float = 0.0,
+        eta_s: float | None = None,
+    ) -> None:  # fmt: skip
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET stage=?, frame=?, total=?, fps=?, eta_s=?, updated=? "
+                "WHERE id=? AND state='running'",
+                (stage, frame, total, fps, eta_s, time.time(), job_id),
+            )
+
+    def cancel_requested(self, job_id: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def recover(self) -> list[Job]:
+        """At start-up: jobs left RUNNING by a dead daemon go back to QUEUED with attempts + 1;
+        past ``max_attempts`` they become FAILED. Returns the jobs touched."""
+        touched = []
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
+            for row in rows:
+                job = Job.from_row(row)
+                attempts = job.attempts + 1
+                if attempts >= job.max_attempts:
+                    new, error = JobState.FAILED, (
+                        f"gave up after {attempts} interrupted attempts (the daemon stopped "
+                        "while running it each time)"
+                    )
+                else:
+                    new, error = JobState.QUEUED, None
+                out = db.execute(
+                    "UPDATE jobs SET state=?, attempts=?, error=?, worker=NULL, stage='', "
+                    "updated=? WHERE id=? AND state='running' RETURNING *",
+                    (str(new), attempts, error, time.time(), job.id),
+                ).fetchone()
+                touched.append(Job.from_row(out))
+        return touched
+
+    def heartbeat(self, pid: int, *, started: float | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO heartbeat(id, pid, beat, started) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET pid=excluded.pid, beat=excluded.beat, "
+                "started=COALESCE(excluded.started, heartbeat.started)",
+                (pid, time.time(), started),
+            )
+
+    def daemon_status(self, *, stale_after: float = 10.0) -> tuple[bool, int | None, float | None]:
+        """(alive, pid, last beat): alive when the daemon beat within ``stale_after`` s."""
+        with self._lock:
+            row = self._db.execute("SELECT pid, beat FROM heartbeat WHERE id=1").fetchone()
+        if not row:
+            return False, None, None
+        return (time.time() - row["beat"] < stale_after), row["pid"], row["beat"]
+
+    # -- control (CLI and TUI) ---------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key='paused'").fetchone()
+        return bool(row and row[0] == "1")
+
+    def pause(self, paused: bool = True) -> None:
+        """Stop (or resume) claiming new jobs; running jobs finish."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO settings(key, value) VALUES ('paused', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                ("1" if paused else "0",),
+            )
+
+    def cancel(self, job_id: int) -> Job:
+        """Queued -> cancelled at once; running -> flagged, the worker kills its children."""
+        job = self._require(job_id)
+        if job.state is JobState.QUEUED:
+            return self.transition(job_id, JobState.QUEUED, JobState.CANCELLED,
+                                   finished=time.time(), error="cancelled by the user")  # fmt: skip
+        if job.state is JobState.RUNNING:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE jobs SET cancel_requested=1, updated=? WHERE id=? AND state='running'",
+                    (time.time(), job_id),
+                )
+            return self._require(job_id)
+        raise TransitionError(f"job {job_id} is {job.state}; only queued or running jobs cancel")
+
+    def retry(self, job_id: int) -> Job:
+        """Failed or cancelled -> queued (the worker looks for the source in failed/ too)."""
+        job = self._require(job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise TransitionError(f"job {job_id} is {job.state}; only failed or cancelled jobs retry")
+        return self.transition(job_id, job.state, JobState.QUEUED, attempts=0, error=None,
+                               report=None, stage="", finished=None)  # fmt: skip
+
+    def requeue(self, job_id: int) -> Job:
+        """Run a finished job again (for example after editing its preset)."""
+        job = self._require(job_id)
+        return self.transition(job_id, job.state, JobState.QUEUED, attempts=0, error=None,
+                               report=None, stage="", finished=None)  # fmt: skip
+
+    def set_priority(self, job_id: int, priority: int) -> Job:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET priority=?, updated=? WHERE id=?", (priority, time.time(), job_id)
+            )
+        return self._require(job_id)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def _require(self, job_id: int) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise TransitionError(f"no job with id {job_id}")
+        return job
+
+    def jobs(self, *, states: tuple[JobState, ...] = (), limit: int = 1000) -> list[Job]:
+        sql = "SELECT * FROM jobs"
+        params: list[object] = []
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            params += [str(s) for s in states]
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [Job.from_row(r) for r in self._db.execute(sql, params).fetchall()]
+
+    def batch(self, batch_id: int) -> Batch | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
+        return Batch(**dict(row)) if row else None
+
+    def batch_jobs(self, batch_id: int) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE batch_id=? ORDER BY name", (batch_id,)
+            ).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {r[0]: r[1] for r in rows}

@@ -1,0 +1,194 @@
+"""Running one claimed job: the pipeline in child processes, then deliver or fail safely.
+
+Order of effects (so a crash at any point loses nothing and delivers once):
+1. the planned output path is recorded in the job before any work;
+2. the pipeline writes ``.NAME.partial.EXT`` beside it, verifies, renames into ``out/``;
+3. the source moves to ``done/``; 4. the job becomes DONE.
+A restart after 2 or 3 finds the verified output at the recorded path and only finishes 3-4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from daemon.config import DaemonConfig
+from daemon.errors import AppError, EncodeError
+from daemon.logs import JobAdapter
+from daemon.pipeline import Cancelled, Pipeline, Progress
+from daemon.presets import find_preset
+from daemon.queue import Job, Queue
+from daemon.states import JobState
+
+log = logging.getLogger(__name__)
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``stem-1.ext``, ``stem-2.ext``… if taken: never overwrite silently."""
+    if not path.exists():
+        return path
+    for i in range(1, 10_000):
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise AppError(f"{path}: too many outputs with this name.")
+
+
+def move_safely(src: Path, dest_dir: Path, rel: Path) -> Path:
+    """Move ``src`` to ``dest_dir/rel`` (renamed if taken); works across filesystems."""
+    target = unique_path(dest_dir / rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(target))
+    return target
+
+
+class Worker:
+    def __init__(self, name: str, cfg: DaemonConfig, queue: Queue, stop: threading.Event) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.queue = queue
+        self.stop = stop
+        self.current: Pipeline | None = None
+        self.job_id: int | None = None
+
+    def run_forever(self, idle: float = 0.5) -> None:
+        while not self.stop.is_set():
+            job = self.queue.claim_next(self.name)
+            if job is None:
+                self.stop.wait(idle)
+                continue
+            try:
+                self.run(job)
+            except Exception:  # a bug must not stop the daemon
+                log.exception("worker %s: unexpected error on job %d", self.name, job.id,
+                              extra={"job": job.id})  # fmt: skip
+
+    # -- one job -------------------------------------------------------------------------------
+
+    def run(self, job: Job) -> None:
+        jlog = JobAdapter(log, {"job": job.id})
+        self.job_id = job.id
+        src = Path(job.src)
+        rel = Path(job.name)
+        try:
+            preset = find_preset(job.preset)
+            output = Path(job.output) if job.output else None
+            if output is None:
+                output = self._reserve_output(job, self.cfg.out / job.preset / rel.with_suffix(preset.extension))
+            if output.exists():
+                jlog.info("output %s already delivered by an earlier run; finishing", output)
+            else:
+                if not src.exists():
+                    raise AppError(f"{src}: the source is gone from the hot folder.")
+                jlog.info("processing %s with preset %s -> %s", rel, job.preset, output)
+                pipe = Pipeline(
+                    preset, work_root=self.cfg.work, progress=self._throttled(job.id),
+                    should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
+                )  # fmt: skip
+                self.current = pipe
+                t0 = time.monotonic()
+                result = pipe.run(src, output)
+                jlog.info("delivered %s (%d frames in %.1fs)", output, result.plan.frame_count,
+                          time.monotonic() - t0)  # fmt: skip
+            if src.exists():
+                moved = move_safely(src, self.cfg.done / job.preset, rel)
+                jlog.info("source moved to %s", moved)
+            self.queue.transition(job.id, JobState.RUNNING, JobState.DONE, output=str(output),
+                                  finished=time.time(), stage="done")  # fmt: skip
+        except Cancelled:
+            if self.queue.cancel_requested(job.id):
+                self._fail(job, src, rel, "cancelled by the user", None, JobState.CANCELLED)
+            else:  # the daemon is stopping: put it back, it was not the job's fault
+                jlog.info("interrupted by shutdown; job %d goes back to the queue", job.id)
+                self.queue.transition(job.id, JobState.RUNNING, JobState.QUEUED, stage="",
+                                      worker=None)  # fmt: skip
+        except AppError as exc:
+            self._fail(job, src, rel, str(exc), exc, JobState.FAILED)
+        except Exception as exc:
+            self._fail(job, src, rel, f"internal error: {exc!r}", exc, JobState.FAILED)
+        finally:
+            self.current = None
+            self.job_id = None
+
+    def _reserve_output(self, job: Job, wanted: Path) -> Path:
+        """Record the output path before any work: not an existing file and not another
+        job's (so two clips with one name never share, and a restart finds its output)."""
+        with self.queue._tx() as db:
+            for i in range(10_000):
+                cand = wanted if i == 0 else wanted.with_name(f"{wanted.stem}-{i}{wanted.suffix}")
+                taken = db.execute(
+                    "SELECT 1 FROM jobs WHERE output=? AND id<>?", (str(cand), job.id)
+                ).fetchone()
+                if not taken and not cand.exists():
+                    db.execute("UPDATE jobs SET output=? WHERE id=?", (str(cand), job.id))
+                    return cand
+        raise AppError(f"{wanted}: too many outputs with this name.")
+
+    def _throttled(self, job_id: int, every: float = 1.0):  # type: ignore[no-untyped-def]
+        last = [0.0, ""]
+
+        def report(p: Progress) -> None:
+            now = time.monotonic()
+            if p.stage != last[1] or now - last[0] >= every:
+                last[0], last[1] = now, p.stage
+                self.queue.progress(job_id, stage=p.stage, frame=p.frame, total=p.total,
+                                    fps=round(p.fps, 3), eta_s=p.eta_s)  # fmt: skip
+
+        return report
+
+    def _fail(
+        self, job: Job, src: Path, rel: Path, message: str, exc: BaseException | None,
+        state: JobState,
+    ) -> None:  # fmt: skip
+        jlog = JobAdapter(log, {"job": job.id})
+        report = failure_report(job, message, exc)
+        moved = None
+        if src.exists():
+            with contextlib.suppress(OSError):
+                moved = move_safely(src, self.cfg.failed / job.preset, rel)
+        where = moved or src
+        report_path = where.with_name(where.name + ".error.txt")
+        with contextlib.suppress(OSError):
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = report_path.with_name("." + report_path.name + ".tmp")
+            tmp.write_text(report)
+            os.replace(tmp, report_path)
+        (jlog.warning if state is JobState.CANCELLED else jlog.error)(
+            "%s: %s (source in %s, report %s)", rel, message, where, report_path
+        )
+        self.queue.transition(
+            job.id, JobState.RUNNING, state, error=message, report=report, finished=time.time(),
+            stage="cancelled" if state is JobState.CANCELLED else "failed",
+        )  # fmt: skip
+        if moved:
+            with self.queue._lock:
+                self.queue._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(moved), job.id))
+
+
+def failure_report(job: Job, message: str, exc: BaseException | None) -> str:
+    lines = [
+        f"finishline could not finish {job.name} (job {job.id}, preset {job.preset}).",
+        "",
+        f"What failed: {message}",
+        "",
+    ]
+    if isinstance(exc, EncodeError):
+        lines += [exc.report(), ""]
+    elif exc is not None and not isinstance(exc, AppError):
+        lines += ["Traceback:", "".join(traceback.format_exception(exc)), ""]
+    lines += [
+        "What to try:",
+        "  - check the clip plays to the end (ffprobe / a player); re-export or copy it again;",
+        "  - run it by hand for the full report: "
+        f"finishline -v process FILE --preset {job.preset} -o /tmp/test.mp4",
+        f"  - then retry the job: finishline queue retry {job.id}",
+        "",
+        "The source clip was not modified; it is next to this report.",
+    ]
+    return "\n".join(lines) + "\n"

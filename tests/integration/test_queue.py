@@ -1,0 +1,130 @@
+"""The SQLite queue: real database files, several connections, threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from daemon.queue import Queue
+from daemon.states import JobState, TransitionError
+
+
+def add(q: Queue, n: int, **kw: object) -> list[int]:
+    return [q.add_job(f"/hot/p/c{i}.mp4", name=f"c{i}.mp4", preset="p", content_hash=f"h{i}",
+                      **kw) for i in range(n)]  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_wal_mode_and_rows_kept(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    (job_id,) = add(q, 1)
+    job = q.claim_next("w")
+    assert job and job.id == job_id and job.state is JobState.RUNNING
+    q.transition(job_id, JobState.RUNNING, JobState.DONE, output="/out/c0.mp4")
+    assert q.get(job_id).state is JobState.DONE  # history: the row stays
+    mode = sqlite3.connect(tmp_path / "q.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_guarded_transition_checks_the_expected_state(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    (job_id,) = add(q, 1)
+    with pytest.raises(TransitionError, match="is queued, not running"):
+        q.transition(job_id, JobState.RUNNING, JobState.DONE)
+    with pytest.raises(TransitionError, match="cannot become done"):
+        q.transition(job_id, JobState.QUEUED, JobState.DONE)
+
+
+def test_priority_then_fifo(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    a, b, c = add(q, 3)
+    q.set_priority(c, 5)
+    assert [q.claim_next("w").id for _ in range(3)] == [c, a, b]
+    assert q.claim_next("w") is None
+
+
+def _claim_all(db: str, name: str, out: multiprocessing.Queue) -> None:
+    q = Queue(db)
+    got = []
+    while (job := q.claim_next(name)) is not None:
+        got.append(job.id)
+    out.put(got)
+
+
+def test_two_processes_never_claim_the_same_job(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    q = Queue(db)
+    ids = add(q, 200)
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(str(db), f"w{i}", out)) for i in range(3)]
+    for p in procs:
+        p.start()
+    claimed = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    flat = [j for part in claimed for j in part]
+    assert sorted(flat) == sorted(ids)  # every job exactly once
+    assert len(set(flat)) == len(flat)
+
+
+def test_threads_sharing_connections_never_double_claim(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    ids = add(Queue(db), 100)
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        q = Queue(db)
+        while (job := q.claim_next(threading.current_thread().name)) is not None:
+            with lock:
+                seen.append(job.id)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == sorted(ids)
+
+
+def test_recover_requeues_with_attempts_and_gives_up(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    q = Queue(db)
+    (job_id,) = add(q, 1, max_attempts=2)
+    q.claim_next("w")
+    q.close()  # the daemon "dies" with the job running
+    q = Queue(db)
+    (job,) = q.recover()
+    assert job.state is JobState.QUEUED and job.attempts == 1
+    q.claim_next("w")
+    (job,) = Queue(db).recover()
+    assert job.state is JobState.FAILED and job.attempts == 2 and "interrupted" in job.error
+
+
+def test_control_interface(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    a, b = add(q, 2)
+    q.pause()
+    assert q.paused and q.claim_next("w") is None
+    q.pause(False)
+    assert q.cancel(a).state is JobState.CANCELLED
+    running = q.claim_next("w")
+    assert running.id == b
+    assert q.cancel(b).cancel_requested == 1 and q.cancel_requested(b)
+    q.transition(b, JobState.RUNNING, JobState.FAILED, error="boom")
+    assert q.retry(b).state is JobState.QUEUED
+    assert q.retry(a).state is JobState.QUEUED
+    with pytest.raises(TransitionError):
+        q.retry(a)
+    assert q.counts() == {"queued": 2}
+
+
+def test_duplicate_lookup(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    q.add_job("/hot/p/a.mp4", name="a.mp4", preset="p", content_hash="same")
+    assert q.find_duplicate("same", "p") is not None
+    assert q.find_duplicate("same", "other-preset") is None
