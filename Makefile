@@ -7,14 +7,21 @@ SAMPLE_DIR ?= sample
 setup:
 	@scripts/setup.sh
 
-# Main job on the embedded default: make a sample AI-style clip, finish it for YouTube.
+ROOT ?= var
+
+# The main job on the embedded default (SQLite queue, local workers, no server): the hot-folder
+# daemon rooted at ./var, with a sample AI-style clip dropped into var/hot/youtube-1080p/, and
+# the TUI attached when run in a terminal. Drop more clips into var/hot/<preset>/; results
+# appear in var/out/<preset>/. q (TUI) or Ctrl-C (no TUI) stops.
 run: setup sample
-	$(VENV)/bin/finishline process $(SAMPLE_DIR)/ai-clip-12fps.mp4 --preset youtube-1080p \
-	    -o $(SAMPLE_DIR)/out/ai-clip-12fps.youtube-1080p.mp4 --overwrite
-	@echo "finished: $(SAMPLE_DIR)/out/ai-clip-12fps.youtube-1080p.mp4"
+	@mkdir -p $(ROOT)/hot/youtube-1080p
+	@test -e $(ROOT)/out/youtube-1080p/ai-clip-12fps.mp4 || \
+	    cp $(SAMPLE_DIR)/ai-clip-12fps.mp4 $(ROOT)/hot/youtube-1080p/
+	@echo "finishline daemon: drop clips into $(ROOT)/hot/<preset>/, results in $(ROOT)/out/<preset>/"
+	ROOT=$(ROOT) scripts/run.sh
 
 sample:
-	@mkdir -p $(SAMPLE_DIR)/out
+	@mkdir -p $(SAMPLE_DIR)
 	@test -f $(SAMPLE_DIR)/ai-clip-12fps.mp4 || ffmpeg -v error -y \
 	    -f lavfi -i "testsrc2=size=640x360:rate=12:duration=2,noise=alls=12:allf=t" \
 	    -f lavfi -i "sine=frequency=330:sample_rate=44100:duration=2" \

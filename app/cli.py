@@ -210,6 +210,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    from app.tui import make_app
+
+    cfg = _config(args)
+    make_app(cfg.db, root=cfg.root).run()
+    return 0
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     from daemon.systemd import install_user_unit
 
@@ -217,6 +225,13 @@ def cmd_service(args: argparse.Namespace) -> int:
                              enable=not args.no_enable)  # fmt: skip
     print(path)
     return 0
+
+
+def _batch_key(inputs: list[Path], preset: str) -> str:
+    import hashlib
+
+    text = "\0".join([preset, *sorted(str(p.resolve()) for p in inputs)])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
@@ -239,6 +254,20 @@ def cmd_process(args: argparse.Namespace) -> int:
         _err(f"no such file: {', '.join(missing)}.")
         return 2
     failed = 0
+    plans = {}
+    if preset.colour.match or preset.restore.auto:
+        from daemon.batch import plan_batch
+        from daemon.pipeline import default_work_root
+
+        work_root = Path(args.work) if args.work else default_work_root()
+        batch_dir = work_root / ("batch-" + _batch_key(inputs, preset.name))
+        print(f"assessing {len(inputs)} clip(s) as one batch…", file=sys.stderr)
+        plans = plan_batch({str(p): p for p in inputs}, preset, batch_dir)
+        summary = json.loads((batch_dir / "batch.json").read_text())
+        print(f"  reference look: {summary['reference']} ({summary['reason']})", file=sys.stderr)
+        for name, info in summary["clips"].items():
+            if not info["applied"] and name != summary["reference"]:
+                print(f"  {name}: {info['reason']}", file=sys.stderr)
     with _progress_ui(enabled=not args.quiet) as ui:
         for src in inputs:
             if out is None:
@@ -253,8 +282,18 @@ def cmd_process(args: argparse.Namespace) -> int:
                 progress=ui.callback(src.name),
                 threads=args.threads,
             )
+            plan = plans.get(str(src))
+            sidecars = {}
+            if plan is not None:
+                sidecars[".assessment.json"] = plan.assessment
+                if plan.lut is not None:
+                    sidecars[".cube"] = plan.lut
             try:
-                result = pipe.run(src, target, overwrite=args.overwrite)
+                result = pipe.run(
+                    src, target, overwrite=args.overwrite,
+                    tuning=plan.tuning if plan else None, lut=plan.lut if plan else None,
+                    sidecars=sidecars,
+                )  # fmt: skip
             except KeyboardInterrupt:
                 pipe.cancel()
                 ui.stop()
@@ -394,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--root")
     p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("tui", help="the terminal UI: queue, job details, system, logs, presets")
+    p.add_argument("--config")
+    p.add_argument("--root")
+    p.set_defaults(func=cmd_tui)
 
     p = sub.add_parser("service", help="install the systemd user unit")
     p.add_argument("action", choices=("install",))

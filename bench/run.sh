@@ -20,9 +20,20 @@ NAME=finishline-$(basename "$PRESET" .toml)
 OUT=$BENCH_WORK/runs/$NAME
 rm -rf "$OUT"; mkdir -p "$OUT"
 start=$(date +%s.%N)
-for clip in "$CORPUS"/degraded/clip*.mp4; do
-  base=$(basename "$clip" .mp4)
-  "$FL" process "$clip" --preset "$PRESET" -o "$OUT/$base.mov" --work "$OUT/jobs" -q
+# Each shot group is one batch (a user drops the takes of one scene together), so colour
+# matching uses the group's clips; the manifest says which clips form a group.
+"$ROOT/.venv/bin/python" -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+for g in m["groups"]:
+    print(" ".join(c + ".mp4" for c in g["clips"]))
+' "$CORPUS/manifest.json" | while read -r group; do
+  files=()
+  for f in $group; do files+=("$CORPUS/degraded/$f"); done
+  "$FL" process "${files[@]}" --preset "$PRESET" -o "$OUT" --work "$OUT/jobs" -q
+done
+for f in "$OUT"/*.mov; do   # score.py wants OUT_DIR/clipNN.EXT
+  base=$(basename "$f"); mv "$f" "$OUT/${base%%.*}.mov"
 done
 end=$(date +%s.%N)
 "$ROOT/.venv/bin/python" - "$OUT" "$start" "$end" <<'PY'
@@ -30,7 +41,7 @@ import json, pathlib, subprocess, sys
 out, start, end = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 frames = 0
 stages: dict[str, float] = {}
-for res in sorted(out.glob("jobs/*/result.json")):
+for res in sorted(out.glob("jobs/clip*/result.json")):
     data = json.loads(res.read_text())
     frames += data["frames"]
     for k, v in data["timings"].items():

@@ -30,7 +30,7 @@ from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
 from vs_scripts.preset import Preset
-from vs_scripts.render import ScriptPlan, model_args, plan_script, render_script
+from vs_scripts.render import ScriptPlan, Tuning, model_args, plan_script, render_script
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,16 @@ class Pipeline:
 
     # -- public -------------------------------------------------------------------------------
 
-    def run(self, src: Path, output: Path, *, overwrite: bool = False) -> Result:
+    def run(
+        self, src: Path, output: Path, *, overwrite: bool = False, tuning: Tuning | None = None,
+        lut: Path | None = None, sidecars: dict[str, Path] | None = None,
+    ) -> Result:  # fmt: skip
+        """Process ``src`` into ``output``. ``tuning``/``lut`` come from the batch assessment;
+        ``sidecars`` (suffix -> file) are copied beside the delivered output, e.g.
+        ``{".cube": lut, ".assessment.json": ...}``."""
         src = Path(src)
+        if tuning is not None and tuning.lut and lut is None:
+            raise AppError("a colour LUT was planned but no .cube file was given.")
         output = Path(output)
         if output.exists() and not overwrite:
             raise AppError(
@@ -139,7 +147,9 @@ class Pipeline:
             plan = plan_script(self.preset, media)
             self._models = self._model_paths(plan)
             script = work / "script.vpy"
-            _atomic_write(script, render_script(self.preset, media))
+            _atomic_write(script, render_script(self.preset, media, tuning))
+            if lut is not None:
+                self._models["lut"] = str(Path(lut).resolve())
             cache = work / "index"
             cache.mkdir(exist_ok=True)
             frames = self._check_script(script, src, cache, plan)
@@ -158,6 +168,11 @@ class Pipeline:
             if output.exists() and not overwrite:
                 raise AppError(f"{output}: appeared while encoding; not overwriting it.")
             os.replace(partial, output)
+            for suffix, path in (sidecars or {}).items():
+                target = output.with_name(output.stem + suffix)
+                tmp = target.with_name(f".{target.name}.tmp")
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
@@ -447,6 +462,8 @@ def verify_output(path: Path, preset: Preset, plan: ScriptPlan, *, expect_audio:
         ("color_primaries", names["primaries"]),
         ("color_range", names["range"]),
     ):
+        if key == "color_range" and expected_codec == "ffv1" and "color_range" not in v:
+            continue  # FFV1 in QuickTime has nowhere to store the range flag
         if v.get(key) != want:
             problems.append(f"{key} is {v.get(key, 'unset')}, expected {want}")
     duration = plan.frame_count / float(plan.fps)

@@ -92,12 +92,22 @@ class Worker:
                     should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
                 )  # fmt: skip
                 self.current = pipe
+                plan = self._batch_plan(job, preset)
+                sidecars: dict[str, Path] = {}
+                if plan is not None:
+                    sidecars[".assessment.json"] = plan.assessment
+                    if plan.lut is not None:
+                        sidecars[".cube"] = plan.lut
                 t0 = time.monotonic()
-                result = pipe.run(src, output)
+                result = pipe.run(
+                    src, output, tuning=plan.tuning if plan else None,
+                    lut=plan.lut if plan else None, sidecars=sidecars,
+                )  # fmt: skip
                 jlog.info("delivered %s (%d frames in %.1fs)", output, result.plan.frame_count,
                           time.monotonic() - t0)  # fmt: skip
             if src.exists():
                 moved = move_safely(src, self.cfg.done / job.preset, rel)
+                self._set_src(job.id, moved)
                 jlog.info("source moved to %s", moved)
             self.queue.transition(job.id, JobState.RUNNING, JobState.DONE, output=str(output),
                                   finished=time.time(), stage="done")  # fmt: skip
@@ -115,6 +125,29 @@ class Worker:
         finally:
             self.current = None
             self.job_id = None
+
+    def _set_src(self, job_id: int, path: Path) -> None:
+        with self.queue._lock:  # where the source lives now (hot, done/ or failed/)
+            self.queue._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(path), job_id))
+
+    def _batch_plan(self, job: Job, preset):  # type: ignore[no-untyped-def]
+        """The batch's assessment and colour plan, once the batch has stopped growing."""
+        from daemon.batch import plan_for_job
+
+        if job.batch_id is None or not (preset.colour.match or preset.restore.auto):
+            return None
+        while not self.stop.is_set():  # wait for the batch to settle (no new clips)
+            members = [j for j in self.queue.batch_jobs(job.batch_id)
+                       if j.state != "cancelled" and Path(j.src).exists()]  # fmt: skip
+            newest = max((j.created for j in members), default=0.0)
+            wait = self.cfg.batch_window - (time.time() - newest)
+            if wait <= 0:
+                break
+            self.queue.progress(job.id, stage="batching")
+            self.stop.wait(min(wait, 1.0))
+        work = self.cfg.work / f"batch-{job.batch_id:06d}"
+        self.queue.progress(job.id, stage="assess")
+        return plan_for_job(str(job.id), {str(j.id): Path(j.src) for j in members}, preset, work)
 
     def _reserve_output(self, job: Job, wanted: Path) -> Path:
         """Record the output path before any work: not an existing file and not another
@@ -167,8 +200,7 @@ class Worker:
             stage="cancelled" if state is JobState.CANCELLED else "failed",
         )  # fmt: skip
         if moved:
-            with self.queue._lock:
-                self.queue._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(moved), job.id))
+            self._set_src(job.id, moved)
 
 
 def failure_report(job: Job, message: str, exc: BaseException | None) -> str:

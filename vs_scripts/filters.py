@@ -438,3 +438,66 @@ def _tiled(net, x, scale: int, tile: int, pad: int = 16):  # type: ignore[no-unt
                 :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
             ]
     return out
+
+
+# -- colour ------------------------------------------------------------------------------------
+
+
+def apply_lut(clip: vs.VideoNode, *, lut: str) -> vs.VideoNode:
+    """Apply a 3D LUT (.cube, RGB in/out) with timecube; the clip becomes RGBS."""
+    if not lut:
+        return clip
+    return core.timecube.Cube(to_rgb(clip), cube=lut)
+
+
+def stabilise_exposure(
+    clip: vs.VideoNode, *, radius: int = 4, max_gain: float = 0.05, scene_threshold: float = 0.12,
+) -> vs.VideoNode:  # fmt: skip
+    """Remove frame-to-frame exposure flicker: scale each frame's brightness towards the mean
+    of its neighbours (±``radius`` frames, never across a scene cut), by at most ``max_gain``.
+    Slow real changes (a fade, the sun going in) survive; one-frame pumping does not."""
+    import numpy as np
+
+    if radius < 1 or not 0 < max_gain < 0.5:
+        raise vs.Error("stabilise_exposure: radius >= 1 and 0 < max_gain < 0.5")
+    clip = to_rgb(clip)
+    small = core.resize.Bilinear(clip, 64, 36, format=vs.GRAYS, matrix_s="709")
+    small = mark_scene_cuts(small, threshold=scene_threshold)
+    stats = core.std.PlaneStats(small)
+    total_frames = clip.num_frames
+    shifted = []
+    for k in range(-radius, radius + 1):
+        if k < 0:
+            shifted.append(stats[0] * (-k) + stats[: total_frames + k] if total_frames + k > 0 else stats)
+        elif k > 0:
+            shifted.append(stats[k:] + stats[-1] * k if total_frames - k > 0 else stats)
+        else:
+            shifted.append(stats)
+
+    def gain_of(i: int, f: list[vs.VideoFrame]) -> float:
+        mean = float(f[radius].props["PlaneStatsAverage"])
+        total, count = mean, 1
+        for step in (-1, 1):  # walk out from the centre, stop at a cut or the clip's ends
+            for d in range(1, radius + 1):
+                j = radius + step * d
+                idx = i + step * d
+                if idx < 0 or idx >= total_frames:
+                    break
+                crossing = f[j - 1] if step > 0 else f[j]  # the frame before the boundary
+                if crossing.props.get("_SceneChangeNext", 0):
+                    break
+                total += float(f[j].props["PlaneStatsAverage"])
+                count += 1
+        target = total / count
+        return 1.0 if mean <= 1e-4 else min(1 + max_gain, max(1 - max_gain, target / mean))
+
+    def apply(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        g = gain_of(n, f[1:])
+        out = f[0].copy()
+        if abs(g - 1.0) > 1e-4:
+            for p in range(out.format.num_planes):
+                arr = np.asarray(out[p])
+                np.multiply(arr, g, out=arr)
+        return out
+
+    return core.std.ModifyFrame(clip, [clip, *shifted], apply)

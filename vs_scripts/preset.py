@@ -81,6 +81,10 @@ X26X_PRESETS = (
 SCHEMA: tuple[Key, ...] = (
     Key("preset", "description", "str", "", "What the preset is for, shown in the TUI."),
     Key("preset", "container", "str", "mp4", "Output container.", choices=CONTAINERS),
+    Key(
+        "restore", "auto", "bool", True,
+        "Set deblock/denoise strengths from each clip's assessment (false: use the pinned values).",
+    ),  # fmt: skip
     Key("restore", "deblock", "float", 0.0, "Deblocking strength (0 = off).", lo=0.0, hi=1.0),
     Key("restore", "denoise", "str", "off", "Denoiser.", choices=DENOISERS),
     Key("restore", "denoise_strength", "float", 1.0, "Denoiser strength.", lo=0.0, hi=8.0),
@@ -98,6 +102,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("ai", "backend", "str", "auto", "Where the networks run.", choices=BACKENDS),
     Key("ai", "precision", "str", "auto", "fp16 on CUDA, fp32 on CPU by default.", choices=PRECISIONS),
     Key("ai", "order", "str", "interpolate-first", "Stage order.", choices=ORDERS),
+    Key("colour", "match", "bool", True, "Match each clip to its batch's reference look."),
+    Key("colour", "strength", "float", 1.0, "How much of the colour match to apply.", lo=0.0, hi=1.0),
+    Key(
+        "colour", "stabilise", "bool", True,
+        "Remove frame-to-frame exposure flicker (never across a scene cut).",
+    ),  # fmt: skip
     Key("frame", "width", "int", 0, "Output width in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "height", "int", 0, "Output height in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "fit", "str", "pad", "How to fit another aspect ratio.", choices=FITS),
@@ -168,7 +178,15 @@ AUDIO_CONTAINERS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class ColourSection:
+    match: bool = True
+    strength: float = 1.0
+    stabilise: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreSection:
+    auto: bool = True
     deblock: float = 0.0
     denoise: str = "off"
     denoise_strength: float = 1.0
@@ -243,6 +261,7 @@ class Preset:
     name: str
     preset: PresetSection = field(default_factory=PresetSection)
     restore: RestoreSection = field(default_factory=RestoreSection)
+    colour: ColourSection = field(default_factory=ColourSection)
     motion: MotionSection = field(default_factory=MotionSection)
     upscale: UpscaleSection = field(default_factory=UpscaleSection)
     ai: AiSection = field(default_factory=AiSection)
@@ -258,6 +277,7 @@ class Preset:
 _SECTION_CLASSES = {
     "preset": PresetSection,
     "restore": RestoreSection,
+    "colour": ColourSection,
     "motion": MotionSection,
     "upscale": UpscaleSection,
     "ai": AiSection,

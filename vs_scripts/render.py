@@ -178,6 +178,26 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Per-clip settings from the batch assessment (``None``: use the preset's value)."""
+
+    deblock: float | None = None
+    denoise_strength: float | None = None
+    lut: bool = False
+
+
+def tune(preset: Preset, *, noise: float, blockiness: float, lut: bool) -> Tuning:
+    """Strengths from measurements: a clean clip is not denoised hard, a blocky one gets more
+    deblocking. ``noise`` is the luma sigma in 8-bit code values, ``blockiness`` the 8x8 grid
+    edge ratio (1 = none)."""
+    if not preset.restore.auto:
+        return Tuning(lut=lut)
+    denoise = round(min(3.0, max(0.0, (noise - 0.6) / 1.5)), 2)
+    deblock = round(min(1.0, max(0.0, (blockiness - 1.05) / 0.5)), 2)
+    return Tuning(deblock=deblock, denoise_strength=denoise, lut=lut)
+
+
 def model_args(preset: Preset, plan: ScriptPlan) -> dict[str, str]:
     """vspipe argument name -> model name for the networks the script will load."""
     out = {}
@@ -207,10 +227,13 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
     return stages
 
 
-def render_script(preset: Preset, media: MediaInfo) -> str:
+def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None) -> str:
     """Render the ``.vpy`` text. Deterministic: the same inputs give the same bytes."""
     plan = plan_script(preset, media)
     r, v, f = preset.restore, preset.video, preset.frame
+    tuning = tuning or Tuning()
+    deblock = r.deblock if tuning.deblock is None else tuning.deblock
+    denoise_strength = r.denoise_strength if tuning.denoise_strength is None else tuning.denoise_strength
     sc, oc = plan.source_colour, plan.output_colour
     lines = [
         f"# finishline {__version__}: preset {_safe_name(preset.name)}",
@@ -223,6 +246,7 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
         "",
         "src = fl.script_arg(globals(), 'src')",
         "cache = fl.script_arg(globals(), 'cache', default='')",
+        *(["lut = fl.script_arg(globals(), 'lut')"] if tuning.lut else []),
         *(f"{arg} = fl.script_arg(globals(), '{arg}')" for arg in model_args(preset, plan)),
         "",
         f"# Source: {media.width}x{media.height}, {_fps_text(media.fps)} fps"
@@ -234,10 +258,18 @@ def render_script(preset: Preset, media: MediaInfo) -> str:
         f"clip = fl.tag_colour(clip, matrix={sc.matrix}, transfer={sc.transfer}, "
         f"primaries={sc.primaries}, color_range={sc.range})",
     ]
-    if r.deblock > 0:
-        lines.append(f"clip = fl.deblock(clip, strength={_num(r.deblock)})")
-    if r.denoise != "off" and r.denoise_strength > 0:
-        lines.append(f"clip = fl.{DENOISE_FUNCS[r.denoise]}(clip, strength={_num(r.denoise_strength)})")
+    if tuning.deblock is not None or tuning.denoise_strength is not None:
+        lines.append("# Strengths below come from this clip's assessment ([restore] auto = true).")
+    if deblock > 0:
+        lines.append(f"clip = fl.deblock(clip, strength={_num(deblock)})")
+    if r.denoise != "off" and denoise_strength > 0:
+        lines.append(f"clip = fl.{DENOISE_FUNCS[r.denoise]}(clip, strength={_num(denoise_strength)})")
+    if preset.colour.stabilise:
+        lines.append(
+            f"clip = fl.stabilise_exposure(clip, scene_threshold={_num(preset.motion.scene_threshold)})"
+        )
+    if tuning.lut:
+        lines.append("clip = fl.apply_lut(clip, lut=lut)  # the batch colour match (.cube)")
     lines += _ai_lines(preset, plan)
     lines += [
         f"clip = fl.fit_frame(clip, width={plan.width}, height={plan.height}, "

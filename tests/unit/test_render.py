@@ -51,7 +51,7 @@ def test_no_path_or_preset_string_in_the_code() -> None:
     text = render_script(preset, media())
     tree = ast.parse(text)
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert strings <= {"src", "cache", "", "rife_model", "upscale_model"}, strings
+    assert strings <= {"src", "cache", "", "rife_model", "upscale_model", "lut"}, strings
     assert HOSTILE not in text and "os.system" not in text
 
 

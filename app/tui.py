@@ -1,0 +1,665 @@
+"""The Textual TUI: queue, job details, system, logs and presets, over SSH in 80x24.
+
+It reads the daemon's queue database and sends control commands through the same interface
+the CLI uses (:class:`daemon.queue.Queue`). All I/O runs in thread workers; the UI never
+blocks, and it keeps working while the daemon is down (the header says so and it reconnects).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ListItem,
+    ListView,
+    RichLog,
+    Select,
+    Static,
+    TabbedContent,
+    TabPane,
+    TextArea,
+)
+
+from daemon.presets import list_presets, save_preset
+from daemon.queue import Job, Queue
+from daemon.states import JobState, TransitionError
+from vs_scripts.errors import PresetError
+from vs_scripts.preset import load_preset
+
+FILTERS: dict[str, tuple[JobState, ...]] = {
+    "all": (),
+    "active": (JobState.QUEUED, JobState.RUNNING),
+    "failed": (JobState.FAILED, JobState.CANCELLED),
+    "done": (JobState.DONE,),
+}
+SORTS = ("id", "state", "priority", "preset")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one poll of the queue found (widgets get this, never DB rows)."""
+
+    jobs: tuple[Job, ...]
+    counts: dict[str, int]
+    alive: bool
+    pid: int | None
+    paused: bool
+    error: str | None = None
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def bar(fraction: float, width: int = 10) -> str:
+    full = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "█" * full + "░" * (width - full)
+
+
+class JobsRefreshed(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class SystemSampled(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+def sample_system(paths: list[Path]) -> str:
+    """GPU (NVML), CPU, RAM and disk lines; "no GPU" said plainly."""
+    lines = []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                util = pynvml.nvmlDeviceGetUtilizationRates(h)
+                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+                temp = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+                power = pynvml.nvmlDeviceGetPowerUsage(h) / 1000
+                lines.append(f"GPU{i} {util.gpu:3d}%  mem {mem.used / 2**30:5.1f}/"
+                             f"{mem.total / 2**30:.0f} GiB  {temp}°C  {power:.0f} W")  # fmt: skip
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        lines.append("GPU: no GPU (NVML not available)")
+    import psutil
+
+    vm = psutil.virtual_memory()
+    lines.append(f"CPU {psutil.cpu_percent(interval=None):5.1f}%  RAM {vm.used / 2**30:.1f}/"
+                 f"{vm.total / 2**30:.0f} GiB")  # fmt: skip
+    for p in paths:
+        if p.exists():
+            du = shutil.disk_usage(p)
+            lines.append(f"disk {p.name or p}: {du.free / 2**30:.1f} GiB free of {du.total / 2**30:.0f}")
+    return "\n".join(lines)
+
+
+class QueueScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open_job", "Details"),
+        Binding("p", "toggle_pause", "Pause/Resume"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("t", "retry", "Retry"),
+        Binding("u", "requeue", "Re-queue"),
+        Binding("plus,equals_sign", "priority(1)", "Prio+"),
+        Binding("minus", "priority(-1)", "Prio-"),
+        Binding("f", "cycle_filter", "Filter"),
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("o", "output_path", "Output"),
+    ]
+
+    filter_name: reactive[str] = reactive("all")
+    """Which jobs the table shows: all, active, failed or done."""
+    sort_key: reactive[str] = reactive("id")
+    """The column the table is sorted by."""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="status", markup=False)
+        yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="system", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#jobs", DataTable)
+        for col, width in (("id", 4), ("clip", 22), ("preset", 14), ("batch", 5),
+                           ("state", 9), ("stage", 8), ("progress", 18), ("fps", 6),
+                           ("eta", 7), ("try", 3)):  # fmt: skip
+            table.add_column(col, key=col, width=width)
+
+    def show(self, snap: Snapshot) -> None:
+        status = self.query_one("#status", Static)
+        daemon = f"daemon running (pid {snap.pid})" if snap.alive else "daemon NOT RUNNING"
+        if snap.error:
+            daemon = f"queue unavailable: {snap.error}"
+        counts = "  ".join(f"{k} {v}" for k, v in sorted(snap.counts.items()))
+        status.update(f"{daemon}{'  [PAUSED]' if snap.paused else ''}   {counts}   "
+                      f"filter: {self.filter_name}  sort: {self.sort_key}")  # fmt: skip
+        status.set_class(not snap.alive, "down")
+        jobs = [j for j in snap.jobs if not FILTERS[self.filter_name] or j.state in FILTERS[self.filter_name]]
+        key = {"id": lambda j: -j.id, "state": lambda j: (j.state, -j.id),
+               "priority": lambda j: (-j.priority, j.id), "preset": lambda j: (j.preset, j.id)}[self.sort_key]  # fmt: skip
+        jobs.sort(key=key)
+        table = self.query_one("#jobs", DataTable)
+        selected = self.selected_id()
+        table.clear()
+        for j in jobs:
+            prog = f"{bar(j.progress)} {j.frame}/{j.total}" if j.total else ""
+            table.add_row(str(j.id), j.name, j.preset, str(j.batch_id or ""), str(j.state),
+                          j.stage, prog, f"{j.fps:.1f}" if j.fps else "", fmt_eta(j.eta_s),
+                          str(j.attempts), key=str(j.id))  # fmt: skip
+        if selected is not None and str(selected) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(selected)))
+
+    def selected_id(self) -> int | None:
+        table = self.query_one("#jobs", DataTable)
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return int(key.value) if key and key.value else None
+
+    def _control(self, fn_name: str, *args: object) -> None:
+        job_id = self.selected_id()
+        if job_id is None:
+            self.notify("no job selected", severity="warning")
+            return
+        self.app.control(fn_name, job_id, *args)  # type: ignore[attr-defined]
+
+    def action_cancel(self) -> None:
+        self._control("cancel")
+
+    def action_retry(self) -> None:
+        self._control("retry")
+
+    def action_requeue(self) -> None:
+        self._control("requeue")
+
+    def action_priority(self, delta: int) -> None:
+        job = self.app.job(self.selected_id())  # type: ignore[attr-defined]
+        if job:
+            self._control("set_priority", job.priority + delta)
+
+    def action_toggle_pause(self) -> None:
+        self.app.toggle_pause()  # type: ignore[attr-defined]
+
+    def action_cycle_filter(self) -> None:
+        names = list(FILTERS)
+        self.filter_name = names[(names.index(self.filter_name) + 1) % len(names)]
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_cycle_sort(self) -> None:
+        self.sort_key = SORTS[(SORTS.index(self.sort_key) + 1) % len(SORTS)]
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_output_path(self) -> None:
+        job = self.app.job(self.selected_id())  # type: ignore[attr-defined]
+        if job:
+            where = job.output or "(no output yet)"
+            self.notify(f"{where}\nfolder: {Path(job.output).parent if job.output else '-'}",
+                        title=f"job {job.id} output")  # fmt: skip
+
+    def action_open_job(self) -> None:
+        job_id = self.selected_id()
+        if job_id is not None:
+            self.app.push_screen(JobScreen(job_id))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_job()
+
+
+class JobScreen(Screen):
+    """Everything about one job: probe, assessment, stages, script, error, log lines, still."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="job-tabs"):
+            with TabPane("Facts", id="facts"):
+                yield VerticalScroll(Static("loading…", id="facts-text", markup=False))
+            with TabPane("Script", id="script"):
+                yield TextArea("", id="vpy", read_only=True, language="python")
+            with TabPane("Error", id="error"):
+                yield VerticalScroll(Static("", id="error-text", markup=False))
+            with TabPane("Log", id="joblog"):
+                yield RichLog(id="job-log", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="job-detail",
+          description="read job files")  # fmt: skip
+    def load(self) -> None:
+        app: FinishlineApp = self.app  # type: ignore[assignment]
+        job = app.job(self.job_id)
+        if job is None:
+            self.app.call_from_thread(self.notify, f"job {self.job_id} is gone", severity="error")
+            return
+        facts = [f"{job.name}  (job {job.id}, preset {job.preset}, batch {job.batch_id})",
+                 f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
+                 f"source: {job.src}", f"output: {job.output or '-'}"]  # fmt: skip
+        script = ""
+        work_dir = app.work_dir_of(job)
+        if work_dir:
+            probe = work_dir / "probe.json"
+            if probe.exists():
+                p = json.loads(probe.read_text())
+                facts.append(f"probe: {p['width']}x{p['height']} {p['fps']} fps "
+                             f"{'VFR' if p['vfr'] else 'CFR'}, {p['frame_count']} frames, "
+                             f"{p['codec']} {p['pixel_format']}, audio {len(p['audio'])}")  # fmt: skip
+            result = work_dir / "result.json"
+            if result.exists():
+                r = json.loads(result.read_text())
+                facts.append("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
+            vpy = work_dir / "script.vpy"
+            if vpy.exists():
+                script = vpy.read_text()
+        if job.output:
+            out = Path(job.output)
+            assess = out.with_name(out.stem + ".assessment.json")
+            if assess.exists():
+                a = json.loads(assess.read_text())
+                s = a["assessment"]
+                facts.append(f"assessment: noise {s['noise']:.2f}, blockiness {s['blockiness']:.2f},"
+                             f" sharpness {s['sharpness']:.1f}, flicker {s['flicker']:.2f}%")  # fmt: skip
+                facts.append(f"colour: reference {a['reference']}; {a['colour_match']['reason']}")
+            still = out.with_name(out.stem + ".compare.png")
+            facts.append(f"before/after still: {still if still.exists() else '(none)'}")
+        lines = app.log_lines(job_filter=job.id, limit=300)
+        error = job.report or job.error or "no error"
+        self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines)
+
+    def _fill(self, facts: str, script: str, error: str, lines: list[str]) -> None:
+        self.query_one("#facts-text", Static).update(facts)
+        self.query_one("#vpy", TextArea).text = script or "# no script yet"
+        self.query_one("#error-text", Static).update(error)
+        log = self.query_one("#job-log", RichLog)
+        log.clear()
+        for line in lines:
+            log.write(line)
+
+
+class LogScreen(Screen):
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="log-controls"):
+            yield Select([(lvl, lvl) for lvl in ("DEBUG", "INFO", "WARNING", "ERROR")],
+                         value="INFO", allow_blank=False, id="level")  # fmt: skip
+            yield Input(placeholder="search", id="search")
+        yield RichLog(id="log", wrap=True, markup=False, max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self.reload)
+        self.reload()
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _changed(self, event: object) -> None:
+        self.reload()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="log-tail",
+          description="tail the log")  # fmt: skip
+    def reload(self) -> None:
+        app: FinishlineApp = self.app  # type: ignore[assignment]
+        level = self.query_one("#level", Select).value
+        needle = self.query_one("#search", Input).value
+        lines = app.log_lines(min_level=str(level), search=needle, limit=1000)
+        self.app.call_from_thread(self._show, lines)
+
+    def _show(self, lines: list[str]) -> None:
+        log = self.query_one("#log", RichLog)
+        log.clear()
+        for line in lines:
+            log.write(line)
+
+
+class PresetScreen(Screen):
+    """Presets: pick one, edit its TOML with every error next to its key, diff, save."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+d", "duplicate", "Duplicate"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            yield ListView(id="preset-list")
+            with Vertical(id="editor-pane"):
+                yield TextArea("", id="editor", language="toml")
+                yield Static("", id="problems", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.current: Path | None = None
+        self.original = ""
+        lv = self.query_one("#preset-list", ListView)
+        for name in self.app.presets():  # type: ignore[attr-defined]
+            lv.append(ListItem(Label(name), name=name))
+        if lv.children:
+            lv.index = 0
+            self.load(self.app.presets()[0])  # type: ignore[attr-defined]
+
+    @on(ListView.Selected)
+    def _picked(self, event: ListView.Selected) -> None:
+        if event.item.name:
+            self.load(event.item.name)
+
+    def load(self, name: str) -> None:
+        path = list_presets(self.app.preset_dirs)[name]  # type: ignore[attr-defined]
+        self.current = path
+        self.original = path.read_text()
+        self.query_one("#editor", TextArea).text = self.original
+        self.validate()
+
+    @on(TextArea.Changed, "#editor")
+    def _edited(self, event: TextArea.Changed) -> None:
+        self.validate()
+
+    def validate(self) -> list[str]:
+        text = self.query_one("#editor", TextArea).text
+        problems: list[str] = []
+        try:
+            load_preset(text, source=self.current.name if self.current else "preset")
+        except PresetError as exc:
+            problems = exc.problems
+        self.query_one("#problems", Static).update(
+            "\n".join(f"✗ {p}" for p in problems) if problems else "✓ valid"
+        )
+        self.query_one("#problems", Static).set_class(bool(problems), "invalid")
+        return problems
+
+    def action_save(self) -> None:
+        if self.current is None:
+            return
+        text = self.query_one("#editor", TextArea).text
+        if self.validate():
+            self.notify("not saved: fix the problems shown under the editor", title="invalid preset",
+                        severity="error")  # fmt: skip
+            return
+        diff = "\n".join(difflib.unified_diff(self.original.splitlines(), text.splitlines(),
+                                              "saved", "edited", lineterm=""))  # fmt: skip
+        if not diff:
+            self.notify("no changes")
+            return
+        self.app.push_screen(ConfirmDiff(diff), self._confirmed)
+
+    def _confirmed(self, ok: bool | None) -> None:
+        if not ok or self.current is None:
+            return
+        text = self.query_one("#editor", TextArea).text
+        target = self.app.writable_preset_path(self.current.stem)  # type: ignore[attr-defined]
+        save_preset(load_preset(text, source=str(target), name=target.stem), target)
+        self.current, self.original = target, target.read_text()
+        self.query_one("#editor", TextArea).text = self.original
+        self.notify(f"saved {target}")
+
+    def action_duplicate(self) -> None:
+        if self.current is not None:
+            self.app.push_screen(NameDialog(f"{self.current.stem}-copy"), self._duplicated)
+
+    def _duplicated(self, name: str | None) -> None:
+        if not name or self.current is None:
+            return
+        try:
+            target = self.app.writable_preset_path(name)  # type: ignore[attr-defined]
+            text = self.query_one("#editor", TextArea).text
+            save_preset(load_preset(text, source=str(target), name=name), target)
+            self.app.make_hot_folder(name)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.notify(str(exc), title="cannot duplicate", severity="error")
+            return
+        self.query_one("#preset-list", ListView).append(ListItem(Label(name), name=name))
+        self.notify(f"created {target} and its hot folder")
+
+
+class ConfirmDiff(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
+
+    def __init__(self, diff: str) -> None:
+        super().__init__()
+        self.diff = diff
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Save these changes?")
+            yield TextArea(self.diff, read_only=True, language=None, id="diff")
+            with Horizontal():
+                yield Button("Save", variant="primary", id="yes")
+                yield Button("Cancel", id="no")
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class NameDialog(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, default: str) -> None:
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("New preset name (lowercase, digits, . _ -):")
+            yield Input(self.default, id="name")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", value):
+            self.notify("use lowercase letters, digits, '.', '_' and '-'", severity="error")
+            return
+        self.dismiss(value)
+
+
+class FinishlineApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "finishline"
+    BINDINGS = [
+        Binding("1", "show_queue", "Queue"),
+        Binding("2", "show_logs", "Logs"),
+        Binding("3", "show_presets", "Presets"),
+        Binding("r", "refresh_now", "Refresh", show=False),
+        Binding("ctrl+q,q", "quit", "Quit"),
+    ]
+
+    def __init__(self, db_path: Path, *, root: Path | None = None,
+                 preset_dirs: list[Path] | None = None, poll: float = 1.0) -> None:  # fmt: skip
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.root = root or self.db_path.parent
+        self.preset_dirs = preset_dirs
+        self.poll = poll
+        self.snapshot = Snapshot((), {}, False, None, False)
+        self._queue: Queue | None = None
+
+    # -- data (thread workers) -------------------------------------------------------------------
+
+    def queue(self) -> Queue:
+        if self._queue is None:
+            if not self.db_path.exists():
+                raise FileNotFoundError(f"{self.db_path} does not exist yet")
+            self._queue = Queue(self.db_path, timeout=2.0)
+        return self._queue
+
+    def on_mount(self) -> None:
+        self.push_screen(QueueScreen())
+        self.set_interval(self.poll, self.refresh_now)
+        self.set_interval(2.0, self.sample)
+        self.refresh_now()
+        self.sample()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="queue-poll",
+          description="poll the queue")  # fmt: skip
+    def refresh_now(self) -> None:
+        try:
+            q = self.queue()
+            alive, pid, _ = q.daemon_status()
+            snap = Snapshot(tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused)
+        except Exception as exc:  # daemon restarting, db missing, locked: show it, retry
+            self._queue = None
+            snap = Snapshot(self.snapshot.jobs, self.snapshot.counts, False, None, False, str(exc))
+        self.post_message(JobsRefreshed(snap))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="system",
+          description="sample GPU/CPU/disk")  # fmt: skip
+    def sample(self) -> None:
+        text = sample_system([self.root / "work", self.root / "out"])
+        self.post_message(SystemSampled(text))
+
+    def on_jobs_refreshed(self, message: JobsRefreshed) -> None:
+        self.snapshot = message.snapshot
+        if isinstance(self.screen, QueueScreen):
+            self.screen.show(message.snapshot)
+
+    def on_system_sampled(self, message: SystemSampled) -> None:
+        if isinstance(self.screen, QueueScreen):
+            self.screen.query_one("#system", Static).update(message.text)
+
+    def job(self, job_id: int | None) -> Job | None:
+        if job_id is None:
+            return None
+        try:
+            return self.queue().get(job_id)
+        except Exception:
+            return None
+
+    def control(self, fn_name: str, job_id: int, *args: object) -> None:
+        self._control(fn_name, job_id, args)
+
+    @work(thread=True, exit_on_error=False, group="control", description="send a command")
+    def _control(self, fn_name: str, job_id: int, args: tuple[object, ...]) -> None:
+        try:
+            job = getattr(self.queue(), fn_name)(job_id, *args)
+            msg = f"job {job.id}: {job.state}" + (" (cancel requested)" if job.cancel_requested
+                                                  and job.state == "running" else "")  # fmt: skip
+            self.call_from_thread(self.notify, msg, title=fn_name.replace("_", " "))
+        except (TransitionError, Exception) as exc:
+            self.call_from_thread(self.notify, str(exc), title=f"{fn_name} failed", severity="error")
+        self.refresh_now()
+
+    def toggle_pause(self) -> None:
+        self._pause()
+
+    @work(thread=True, exit_on_error=False, group="control", description="pause/resume")
+    def _pause(self) -> None:
+        try:
+            q = self.queue()
+            q.pause(not q.paused)
+            self.call_from_thread(self.notify, "paused" if q.paused else "resumed")
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+        self.refresh_now()
+
+    def work_dir_of(self, job: Job) -> Path | None:
+        work = self.root / "work"
+        if not work.is_dir():
+            return None
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:40]
+        matches = sorted(work.glob(f"{stem}-{job.preset}-*"), key=lambda p: p.stat().st_mtime)
+        return matches[-1] if matches else None
+
+    def log_lines(self, *, job_filter: int | None = None, min_level: str = "DEBUG",
+                  search: str = "", limit: int = 500) -> list[str]:  # fmt: skip
+        path = self.root / "logs" / "finishline.log"
+        if not path.exists():
+            return ["(no log yet)"]
+        order = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3, "CRITICAL": 4}
+        floor = order.get(min_level, 0)
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 2_000_000))
+            text = fh.read().decode("utf-8", "replace")
+        out = []
+        for line in text.splitlines():
+            parts = line.split()
+            level = parts[2] if len(parts) > 2 else "INFO"
+            if order.get(level, 1) < floor:
+                continue
+            if job_filter is not None and f"job={job_filter} " not in line:
+                continue
+            if search and search.lower() not in line.lower():
+                continue
+            out.append(line)
+        return out[-limit:]
+
+    def presets(self) -> list[str]:
+        return list(list_presets(self.preset_dirs))
+
+    def writable_preset_path(self, name: str) -> Path:
+        from daemon.presets import user_dir
+
+        env = os.environ.get("FINISHLINE_PRESETS")
+        base = Path(env.split(os.pathsep)[0]) if env else (
+            self.preset_dirs[0] if self.preset_dirs else user_dir()
+        )  # fmt: skip
+        return base / f"{name}.toml"
+
+    def make_hot_folder(self, name: str) -> None:
+        (self.root / "hot" / name).mkdir(parents=True, exist_ok=True)
+        (self.root / "out" / name).mkdir(parents=True, exist_ok=True)
+
+    # -- navigation -----------------------------------------------------------------------------
+
+    def action_show_queue(self) -> None:
+        while not isinstance(self.screen, QueueScreen) and len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_show_logs(self) -> None:
+        self.push_screen(LogScreen())
+
+    def action_show_presets(self) -> None:
+        self.push_screen(PresetScreen())
+
+    def action_refresh_now(self) -> None:
+        self.refresh_now()
+
+
+def make_app(db_path: Path, *, root: Path | None = None, preset_dirs: list[Path] | None = None,
+             poll: float = 1.0) -> FinishlineApp:  # fmt: skip
+    """Shared by ``finishline tui`` and the tests (posting's make_posting)."""
+    return FinishlineApp(db_path, root=root, preset_dirs=preset_dirs, poll=poll)
+

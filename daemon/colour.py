@@ -1,0 +1,305 @@
+"""Assessment and colour matching across a batch.
+
+* :func:`analyse_clip` samples frames of a clip (up to its first scene cut) at a small size and
+  measures noise, blockiness, sharpness, exposure flicker, duplicated frames and its colour
+  distribution in CIELAB.
+* :func:`choose_reference` takes the user's reference (a ``ref`` marker in the file name) or the
+  clip that needs the least correction, and says why.
+* :func:`fit_match` fits a correction to the reference in CIELAB: a monotone tone curve on L*
+  from trimmed percentiles (handles gamma, contrast and exposure), and an offset plus a common
+  chroma scale on a*, b* (white balance and saturation). Robust to framing differences between
+  takes of one scene; refuses clips of another scene instead of forcing them.
+* :func:`bake_lut` turns the correction into a 33³ ``.cube`` (Resolve/ffmpeg ``lut3d``) with a
+  strength setting, highlight roll-off and skin-tone protection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
+
+
+# -- colour space (BT.709 primaries = sRGB primaries, D65) ------------------------------------
+
+
+def _colour():  # type: ignore[no-untyped-def]
+    """colour-science, imported quietly (it warns about optional plotting packages)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import colour
+    return colour
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    c = _colour()
+    return c.XYZ_to_Lab(c.sRGB_to_XYZ(np.clip(rgb, 0.0, 1.0)))
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    c = _colour()
+    return c.XYZ_to_sRGB(c.Lab_to_XYZ(lab))
+
+
+def delta_e(lab1: np.ndarray, lab2: np.ndarray) -> float:
+    return float(_colour().delta_E(lab1, lab2, method="CIE 2000"))
+
+
+# -- assessment --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClipStats:
+    name: str
+    frames_sampled: int
+    lab_mean: list[float]
+    lab_percentiles: list[list[float]]  # L, a, b at PERCENTILES
+    ab_std: float
+    noise: float  # robust sigma of the luma high-pass, in 8-bit code values
+    blockiness: float  # 8x8 grid edge energy / off-grid edge energy (1 = no blocking)
+    sharpness: float  # mean gradient magnitude of luma, 8-bit code values per pixel
+    flicker: float  # std of frame-to-frame mean-luma change after detrending, in %
+    duplicate_ratio: float  # share of sampled neighbours that are identical
+    cut_at: int | None  # first scene cut found (frame index), if any
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
+
+
+def noise_sigma(luma: np.ndarray) -> float:
+    """Immerkær's fast noise estimate (robust median form), 8-bit code values."""
+    y = luma * 255.0
+    lap = (y[:-2, :-2] - 2 * y[:-2, 1:-1] + y[:-2, 2:] - 2 * y[1:-1, :-2] + 4 * y[1:-1, 1:-1]
+           - 2 * y[1:-1, 2:] + y[2:, :-2] - 2 * y[2:, 1:-1] + y[2:, 2:])  # fmt: skip
+    return float(np.median(np.abs(lap)) * math.sqrt(math.pi / 2) / 6.0 * 1.4826 / 1.0)
+
+
+def blockiness(luma: np.ndarray) -> float:
+    """Edge energy on the 8-pixel grid against elsewhere (full-resolution luma)."""
+    d = np.abs(np.diff(luma, axis=1))
+    cols = np.arange(d.shape[1])
+    on = d[:, (cols % 8) == 7].mean()
+    off = d[:, (cols % 8) != 7].mean()
+    dv = np.abs(np.diff(luma, axis=0))
+    rows = np.arange(dv.shape[0])
+    on_v = dv[(rows % 8) == 7, :].mean()
+    off_v = dv[(rows % 8) != 7, :].mean()
+    return float((on + on_v) / max(1e-6, off + off_v))
+
+
+def sharpness(luma: np.ndarray) -> float:
+    gy, gx = np.gradient(luma * 255.0)
+    return float(np.mean(np.hypot(gx, gy)))
+
+
+def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarray],
+                   cut_at: int | None = None) -> ClipStats:  # fmt: skip
+    """Stats from RGB frames (small, float 0..1, HxWx3) and full-size luma samples."""
+    stack = np.stack(frames)
+    lab = rgb_to_lab(stack.reshape(-1, 3))
+    pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
+    means = [float(_luma(f).mean()) for f in frames]
+    changes = np.diff(means) * 100 / max(1e-6, float(np.mean(means)))
+    if len(changes) > 2:  # remove slow trends (real lighting changes, pans)
+        changes = changes - np.convolve(changes, np.ones(3) / 3, mode="same")
+    dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in zip(frames, frames[1:], strict=False)]
+    return ClipStats(
+        name=name,
+        frames_sampled=len(frames),
+        lab_mean=[float(x) for x in lab.mean(axis=0)],
+        lab_percentiles=pct.tolist(),
+        ab_std=float(np.sqrt(lab[:, 1].var() + lab[:, 2].var())),
+        noise=float(np.median([noise_sigma(y) for y in full_luma])),
+        blockiness=float(np.median([blockiness(y) for y in full_luma])),
+        sharpness=float(np.median([sharpness(y) for y in full_luma])),
+        flicker=float(np.std(changes)) if len(changes) else 0.0,
+        duplicate_ratio=float(np.mean(dups)) if dups else 0.0,
+        cut_at=cut_at,
+    )
+
+
+def analyse_clip(path: str, *, matrix: int, transfer: int, primaries: int, color_range: int,
+                 samples: int = 12, small: tuple[int, int] = (320, 180)) -> ClipStats:  # fmt: skip
+    """Decode sampled frames with VapourSynth (in-process) and measure them."""
+    import vapoursynth as vs
+
+    core = vs.core
+    clip = core.bs.VideoSource(path, cachemode=0)
+    clip = core.std.SetFrameProps(clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries,
+                                  _ColorRange=color_range)  # fmt: skip
+    rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
+    tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+    stats = core.std.PlaneStats(tiny, tiny[1:] + tiny[-1])
+    diffs = [float(f.props["PlaneStatsDiff"]) for f in stats.frames()]
+    med = float(np.median(diffs)) if diffs else 0.0
+    cut_at = next((i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)), None)
+    usable = cut_at or clip.num_frames
+    idx = sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
+    frames = [np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1) for i in idx]
+    luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
+    full = [np.asarray(luma_clip.get_frame(i)[0]).copy() for i in idx[:: max(1, len(idx) // 4)]]
+    # flicker needs consecutive frames: mean luma of every frame before the cut
+    name = Path(path).name
+    st = analyse_frames(name, frames, full, cut_at)
+    every = [float(f.props["PlaneStatsAverage"]) for f in core.std.PlaneStats(tiny).frames()][:usable]
+    if len(every) > 3:
+        ch = np.diff(every) * 100 / max(1e-6, float(np.mean(every)))
+        ch = ch - np.convolve(ch, np.ones(5) / 5, mode="same")
+        st.flicker = float(np.std(ch[2:-2])) if len(ch) > 4 else float(np.std(ch))
+    return st
+
+
+# -- the reference -----------------------------------------------------------------------------
+
+
+def is_marked_reference(name: str) -> bool:
+    stem = Path(name).stem.lower()
+    return any(tok in ("ref", "reference") for tok in stem.replace("-", "_").replace(".", "_")
+               .replace("[", "_").replace("]", "_").split("_"))  # fmt: skip
+
+
+def choose_reference(stats: list[ClipStats]) -> tuple[str, str]:
+    """(name, reason)."""
+    marked = [s for s in stats if is_marked_reference(s.name)]
+    if marked:
+        return marked[0].name, "marked as the reference in its file name"
+    if len(stats) == 1:
+        return stats[0].name, "the only clip"
+    # needs the least correction: closest to the batch's median look
+    med = np.median(np.array([s.lab_mean for s in stats]), axis=0)
+    dist = [delta_e(np.array(s.lab_mean), med) for s in stats]
+    best = int(np.argmin(dist))
+    return stats[best].name, (
+        f"closest to the batch's median look (ΔE00 {dist[best]:.2f}; others "
+        + ", ".join(f"{s.name} {d:.2f}" for s, d in zip(stats, dist, strict=False) if s is not stats[best])
+        + ")"
+    )
+
+
+# -- fitting -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Match:
+    name: str
+    reference: str
+    applied: bool
+    reason: str
+    l_in: list[float] = field(default_factory=list)
+    l_out: list[float] = field(default_factory=list)
+    ab_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    ab_centre: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    chroma_scale: float = 1.0
+    delta_e_before: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def scene_distance(a: ClipStats, b: ClipStats) -> float:
+    """How different two clips' content is, beyond what a colour cast explains: compares the
+    *shape* of their L* distributions (spread and skew) and chroma spread."""
+    pa, pb = np.array(a.lab_percentiles[0]), np.array(b.lab_percentiles[0])
+    spread_a, spread_b = pa[-1] - pa[0], pb[-1] - pb[0]
+    ratio = max(spread_a, spread_b) / max(1e-3, min(spread_a, spread_b))
+    na = (pa - pa[3]) / max(1e-3, spread_a)
+    nb = (pb - pb[3]) / max(1e-3, spread_b)
+    shape = float(np.abs(na - nb).mean())
+    chroma = max(a.ab_std, b.ab_std) / max(1e-3, min(a.ab_std, b.ab_std))
+    return float(max(ratio - 1, 0) + 4 * shape + max(chroma - 1, 0) * 0.5
+                 + abs(pa[3] - pb[3]) / 40.0)  # fmt: skip
+
+
+def fit_match(src: ClipStats, ref: ClipStats, *, max_distance: float = 1.6) -> Match:
+    if src.name == ref.name:
+        return Match(src.name, ref.name, False, "this is the reference")
+    before = delta_e(np.array(src.lab_mean), np.array(ref.lab_mean))
+    dist = scene_distance(src, ref)
+    if dist > max_distance:
+        return Match(src.name, ref.name, False,
+                     f"too different from the reference to match (scene distance {dist:.2f} > "
+                     f"{max_distance}); left as it is: it looks like another scene",
+                     delta_e_before=before)  # fmt: skip
+    l_in = list(src.lab_percentiles[0])
+    l_out = list(ref.lab_percentiles[0])
+    # keep the curve monotone with slopes in [0.5, 2]
+    for i in range(1, len(l_in)):
+        dx = max(1e-3, l_in[i] - l_in[i - 1])
+        slope = (l_out[i] - l_out[i - 1]) / dx
+        l_out[i] = l_out[i - 1] + dx * min(2.0, max(0.5, slope))
+    ab_src = np.array(src.lab_mean[1:])
+    ab_ref = np.array(ref.lab_mean[1:])
+    scale = float(min(1.4, max(0.7, ref.ab_std / max(1e-3, src.ab_std))))
+    return Match(
+        src.name, ref.name, True, "matched to the reference", l_in=l_in, l_out=l_out,
+        ab_offset=(ab_ref - ab_src).tolist(), ab_centre=ab_src.tolist(), chroma_scale=scale,
+        delta_e_before=before,
+    )  # fmt: skip
+
+
+def apply_match(lab: np.ndarray, m: Match, *, strength: float = 1.0,
+                protect_skin: bool = True) -> np.ndarray:  # fmt: skip
+    """The correction on Lab values (N x 3)."""
+    if not m.applied or strength <= 0:
+        return lab
+    out = lab.copy()
+    L = lab[:, 0]
+    # the curve through the percentile pairs; below the first from black, above the last
+    # parallel to identity (slope 1), capped at white
+    xs = [0.0, *m.l_in, 100.0]
+    ys = [0.0, *m.l_out, min(100.0, m.l_out[-1] + (100.0 - m.l_in[-1]))]
+    ys[-1] = max(ys[-2], ys[-1])
+    out[:, 0] = np.interp(L, xs, ys)
+    centre = np.array(m.ab_centre)
+    ab = (lab[:, 1:] - centre) * m.chroma_scale + centre + np.array(m.ab_offset)
+    out[:, 1:] = ab
+    weight = np.full(len(lab), float(strength))
+    # highlight roll-off: fade the correction out above L* 90 so whites do not clip or tint
+    weight *= 1.0 - np.clip((L - 90.0) / 10.0, 0.0, 1.0) * 0.7
+    if protect_skin:
+        hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1])) % 360
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        skin = (hue > 20) & (hue < 70) & (chroma > 10) & (chroma < 50) & (L > 25) & (L < 85)
+        # skin keeps its hue: only the lightness part of the correction applies fully
+        out[skin, 1:] = lab[skin, 1:] + (out[skin, 1:] - lab[skin, 1:]) * 0.5
+    return lab + (out - lab) * weight[:, None]
+
+
+def bake_lut(m: Match, *, size: int = 33, strength: float = 1.0) -> np.ndarray:
+    """size³ x 3 RGB table, red fastest (the .cube order)."""
+    grid = np.linspace(0.0, 1.0, size)
+    b, g, r = np.meshgrid(grid, grid, grid, indexing="ij")
+    rgb = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
+    if not m.applied:
+        return rgb
+    lab = apply_match(rgb_to_lab(rgb), m, strength=strength)
+    out = lab_to_rgb(lab)
+    # soft clip instead of hard clip near the gamut edges
+    return np.clip(out, 0.0, 1.0)
+
+
+def write_cube(path: Path, table: np.ndarray, *, title: str) -> None:
+    size = round(len(table) ** (1 / 3))
+    lines = [f'TITLE "{title}"', f"LUT_3D_SIZE {size}", "DOMAIN_MIN 0.0 0.0 0.0",
+             "DOMAIN_MAX 1.0 1.0 1.0"]  # fmt: skip
+    lines += [f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in table]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def save_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

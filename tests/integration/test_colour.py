@@ -1,0 +1,151 @@
+"""Assessment, colour matching across a batch, LUTs and flicker removal on generated clips."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon import colour
+from tests.conftest import ffmpeg
+from tests.integration.test_process import finishline
+
+SIZE = "192x108"
+
+
+def scene_clip(path: Path, *, cast: str = "", crop_x: int = 0, source: str = "testsrc2",
+               seconds: float = 1.0, extra: str = "") -> Path:  # fmt: skip
+    """One 'scene' (lavfi testsrc2, slowly panned by a crop) with an optional cast filter."""
+    vf = f"crop=192:108:{crop_x}+t*8:0"
+    if cast:
+        vf += "," + cast
+    if extra:
+        vf += "," + extra
+    ffmpeg("-f", "lavfi", "-i", f"{source}=size=256x108:rate=12:duration={seconds}",
+           "-vf", vf, "-c:v", "ffv1", "-pix_fmt", "yuv444p", "-color_primaries", "bt709",
+           "-color_trc", "bt709", "-colorspace", "bt709", str(path))  # fmt: skip
+    return path
+
+
+def mean_lab(path: Path) -> np.ndarray:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-vf", "scale=in_color_matrix=bt709:"
+         "out_color_matrix=bt709", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    rgb = np.frombuffer(raw, np.uint8).reshape(-1, 3) / 255.0
+    return colour.rgb_to_lab(rgb).mean(axis=0)
+
+
+CASTS = {
+    "warm": "colorchannelmixer=rr=1.10:bb=0.88",
+    "cool-flat": "colorchannelmixer=rr=0.92:bb=1.08,eq=contrast=0.88:saturation=0.85",
+    "bright": "eq=gamma=1.15:saturation=1.2",
+}
+
+
+def test_batch_of_one_scene_matches_the_reference(tmp_path: Path, test_presets) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    ref = scene_clip(src / "shot_ref.mkv")
+    clips = [ref] + [scene_clip(src / f"shot_{k}.mkv", cast=v, crop_x=16) for k, v in CASTS.items()]
+    out = tmp_path / "out"
+    res = finishline("process", *map(str, clips), "--preset", "small-colour", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "reference look: shot_ref.mkv (marked as the reference" in res.stderr
+    # the same clips uncorrected, for "before"
+    target = mean_lab(out / "shot_ref.small-colour.mkv")
+    for k in CASTS:
+        before = colour.delta_e(mean_lab(src / f"shot_{k}.mkv"), mean_lab(ref))
+        after = colour.delta_e(mean_lab(out / f"shot_{k}.small-colour.mkv"), target)
+        assert after < 1.5 and after < before / 3, (k, before, after)
+        cube = out / f"shot_{k}.small-colour.cube"
+        assert cube.exists() and (out / f"shot_{k}.small-colour.assessment.json").exists()
+
+
+def test_another_scene_is_left_alone_and_flagged(tmp_path: Path, test_presets) -> None:
+    ref = scene_clip(tmp_path / "beach_ref.mkv")
+    forest = tmp_path / "forest.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=0x1c3318:size=192x108:rate=12:duration=1",
+           "-vf", "noise=alls=30:allf=t,gblur=sigma=2", "-c:v", "ffv1", "-pix_fmt", "yuv444p",
+           str(forest))  # fmt: skip
+    res = finishline("process", str(ref), str(forest), "--preset", "small-colour",
+                     "-o", str(tmp_path / "out"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "forest.mkv: too different from the reference to match" in res.stderr
+    assert not (tmp_path / "out" / "forest.small-colour.cube").exists()
+    before, after = mean_lab(forest), mean_lab(tmp_path / "out" / "forest.small-colour.mkv")
+    assert colour.delta_e(before, after) < 1.0  # not pushed into the beach look
+
+
+def test_cube_loads_in_ffmpeg_and_reproduces_the_script(tmp_path: Path, test_presets) -> None:
+    ref = scene_clip(tmp_path / "a_ref.mkv")
+    warm = scene_clip(tmp_path / "b.mkv", cast=CASTS["warm"])
+    out = tmp_path / "out"
+    res = finishline("process", str(ref), str(warm), "--preset", "small-colour", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    cube = out / "b.small-colour.cube"
+    lines = cube.read_text().splitlines()
+    assert "LUT_3D_SIZE 33" in lines and len([ln for ln in lines if ln[:1].isdigit()]) == 33**3
+    via_ffmpeg = tmp_path / "ffmpeg-lut3d.mkv"
+    ffmpeg("-i", str(warm), "-vf", f"lut3d=file='{cube}':interp=tetrahedral", "-c:v", "ffv1",
+           "-pix_fmt", "yuv444p", str(via_ffmpeg))  # fmt: skip
+    # ffmpeg's lut3d alone vs finishline's whole chain (which also denoises and stabilises):
+    # the looks agree
+    assert colour.delta_e(mean_lab(via_ffmpeg), mean_lab(out / "b.small-colour.mkv")) < 1.0
+
+
+def test_flicker_removal_with_known_gains(tmp_path: Path, test_presets) -> None:
+    steady = scene_clip(tmp_path / "steady.mkv", seconds=2.0)
+    flick = tmp_path / "flicker.mkv"
+    # a brightness that jumps every frame: +-4 % alternating
+    ffmpeg("-i", str(steady), "-vf", "eq=brightness='0.03*(2*mod(n,2)-1)':eval=frame",
+           "-c:v", "ffv1", "-pix_fmt", "yuv444p", str(flick))  # fmt: skip
+    res = finishline("process", str(flick), "--preset", "small-colour", "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+
+    def frame_means(p: Path) -> np.ndarray:
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-pix_fmt", "gray", "-f",
+                              "rawvideo", "-"], capture_output=True, check=True).stdout  # fmt: skip
+        return np.frombuffer(raw, np.uint8).reshape(-1, 108 * 192 if "o/" not in str(p) else 90 * 160).mean(axis=1)
+
+    def jitter(m: np.ndarray) -> float:
+        d = np.diff(m)
+        return float(np.std(d - np.convolve(d, np.ones(5) / 5, mode="same")))
+
+    before = jitter(frame_means(flick))
+    after = jitter(frame_means(tmp_path / "o" / "flicker.small-colour.mkv"))
+    assert after < before / 3, (before, after)
+
+
+def test_assessment_moves_the_right_way(tmp_path: Path) -> None:
+    clean = scene_clip(tmp_path / "clean.mkv")
+    noisy = scene_clip(tmp_path / "noisy.mkv", extra="noise=alls=14:allf=t")
+    blocky = tmp_path / "blocky.mp4"
+    ffmpeg("-i", str(clean), "-c:v", "mpeg2video", "-q:v", "28", "-pix_fmt", "yuv420p",
+           str(blocky.with_suffix(".m2v")))  # fmt: skip
+    ffmpeg("-i", str(blocky.with_suffix(".m2v")), "-c:v", "ffv1", str(blocky.with_suffix(".mkv")))
+    kw = {"matrix": 1, "transfer": 1, "primaries": 1, "color_range": 1}
+    a = colour.analyse_clip(str(clean), **kw)
+    n = colour.analyse_clip(str(noisy), **kw)
+    b = colour.analyse_clip(str(blocky.with_suffix(".mkv")), **kw)
+    assert n.noise > a.noise + 2
+    assert b.blockiness > a.blockiness * 1.1
+    from vs_scripts.preset import load_preset
+    from vs_scripts.render import tune
+
+    preset = load_preset("")
+    assert tune(preset, noise=n.noise, blockiness=n.blockiness, lut=False).denoise_strength > \
+        tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).denoise_strength  # fmt: skip
+    assert tune(preset, noise=b.noise, blockiness=b.blockiness, lut=False).deblock > \
+        tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).deblock  # fmt: skip
+    pinned = load_preset("[restore]\nauto = false\ndeblock = 0.2\n")
+    assert tune(pinned, noise=9, blockiness=3, lut=False).deblock is None
+
+
+@pytest.mark.parametrize("name", ["shot_ref.mp4", "Hero [ref].mov", "a-reference.mkv"])
+def test_reference_marker_in_the_name(name: str) -> None:
+    assert colour.is_marked_reference(name)
+    assert not colour.is_marked_reference("prefix.mp4")
