@@ -262,7 +262,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         work_root = Path(args.work) if args.work else default_work_root()
         batch_dir = work_root / ("batch-" + _batch_key(inputs, preset.name))
         print(f"assessing {len(inputs)} clip(s) as one batch…", file=sys.stderr)
-        plans = plan_batch({str(p): p for p in inputs}, preset, batch_dir)
+        plans = plan_batch({str(p): p for p in inputs}, preset, batch_dir, reference=args.reference)
         summary = json.loads((batch_dir / "batch.json").read_text())
         print(f"  reference look: {summary['reference']} ({summary['reason']})", file=sys.stderr)
         for name, info in summary["clips"].items():
@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--work", help="folder for job files (default ~/.cache/finishline/jobs)")
     p.add_argument("--threads", type=int, help="encoder threads")
+    p.add_argument("--reference", metavar="NAME",
+                   help="file name of the batch's reference look (default: marked or automatic)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_process)
 

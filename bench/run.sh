@@ -25,12 +25,12 @@ start=$(date +%s.%N)
 "$ROOT/.venv/bin/python" -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
-for g in m["groups"]:
-    print(" ".join(c + ".mp4" for c in g["clips"]))
-' "$CORPUS/manifest.json" | while read -r group; do
+for g in m["groups"]:   # the first name is the reference look the user picked
+    print(g["reference"] + ".mp4", " ".join(c + ".mp4" for c in g["clips"]))
+' "$CORPUS/manifest.json" | while read -r ref group; do
   files=()
   for f in $group; do files+=("$CORPUS/degraded/$f"); done
-  "$FL" process "${files[@]}" --preset "$PRESET" -o "$OUT" --work "$OUT/jobs" -q
+  "$FL" process "${files[@]}" --preset "$PRESET" -o "$OUT" --work "$OUT/jobs" -q --reference "$ref"
 done
 for f in "$OUT"/*.mov; do   # score.py wants OUT_DIR/clipNN.EXT
   base=$(basename "$f"); mv "$f" "$OUT/${base%%.*}.mov"

@@ -26,7 +26,9 @@ class ClipPlan:
     assessment: Path
 
 
-def plan_batch(sources: dict[str, Path], preset: Preset, work: Path) -> dict[str, ClipPlan]:
+def plan_batch(
+    sources: dict[str, Path], preset: Preset, work: Path, *, reference: str | None = None
+) -> dict[str, ClipPlan]:
     """Analyse ``sources`` (key -> clip) as one batch; returns key -> plan. Writes
     ``batch.json``, one ``NAME.assessment.json`` and (when matched) one ``NAME.cube`` per clip
     into ``work``."""
@@ -40,7 +42,16 @@ def plan_batch(sources: dict[str, Path], preset: Preset, work: Path) -> dict[str
                                  primaries=sc.primaries, color_range=sc.range)  # fmt: skip
         st.name = src.name
         stats[key] = st
-    ref_name, why = colour.choose_reference(list(stats.values()))
+    if reference is not None:
+        names = [st.name for st in stats.values()]
+        if reference not in names:
+            from vs_scripts.errors import AppError
+
+            raise AppError(f"--reference {reference!r} is not one of this batch's clips: "
+                           f"{', '.join(names)}.")  # fmt: skip
+        ref_name, why = reference, "chosen by the user (--reference)"
+    else:
+        ref_name, why = colour.choose_reference(list(stats.values()))
     ref = next(s for s in stats.values() if s.name == ref_name)
     log.info("batch reference: %s (%s)", ref_name, why)
     plans: dict[str, ClipPlan] = {}

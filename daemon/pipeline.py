@@ -124,7 +124,8 @@ class Pipeline:
         """Process ``src`` into ``output``. ``tuning``/``lut`` come from the batch assessment;
         ``sidecars`` (suffix -> file) are copied beside the delivered output, e.g.
         ``{".cube": lut, ".assessment.json": ...}``."""
-        src = Path(src)
+        # absolute: vspipe runs the script with its own folder as the working directory
+        src = Path(src).absolute()
         if tuning is not None and tuning.lut and lut is None:
             raise AppError("a colour LUT was planned but no .cube file was given.")
         output = Path(output)

@@ -237,3 +237,13 @@ def test_rendered_script_streams_y4m(clip_factory, tmp_path: Path, test_presets)
     ).stdout  # fmt: skip
     assert out.startswith(b"YUV4MPEG2 ")
     assert out.count(b"FRAME\n") == 10
+
+
+def test_relative_paths(clip_factory, tmp_path: Path, test_presets) -> None:
+    """vspipe runs scripts from their own folder; relative inputs must still be found."""
+    src = clip_factory("rel.mp4", size="160x90", fps="12", seconds=0.5)
+    (tmp_path / "rel.mp4").write_bytes(src.read_bytes())
+    res = finishline("process", "rel.mp4", "--preset", "small-x265", "-o", "out/rel.mp4",
+                     cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert int(streams(tmp_path / "out" / "rel.mp4")["video"]["nb_read_packets"]) == 6
