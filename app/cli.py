@@ -261,13 +261,17 @@ def cmd_process(args: argparse.Namespace) -> int:
 
         work_root = Path(args.work) if args.work else default_work_root()
         batch_dir = work_root / ("batch-" + _batch_key(inputs, preset.name))
-        print(f"assessing {len(inputs)} clip(s) as one batch…", file=sys.stderr)
+        several = len(inputs) > 1
+        if several:
+            print(f"assessing {len(inputs)} clips as one batch…", file=sys.stderr)
         plans = plan_batch({str(p): p for p in inputs}, preset, batch_dir, reference=args.reference)
-        summary = json.loads((batch_dir / "batch.json").read_text())
-        print(f"  reference look: {summary['reference']} ({summary['reason']})", file=sys.stderr)
-        for name, info in summary["clips"].items():
-            if not info["applied"] and name != summary["reference"]:
-                print(f"  {name}: {info['reason']}", file=sys.stderr)
+        if plans and several:
+            summary = json.loads((batch_dir / "batch.json").read_text())
+            print(f"  reference look: {summary['reference']} ({summary['reason']})",
+                  file=sys.stderr)  # fmt: skip
+            for name, info in summary["clips"].items():
+                if not info["applied"] and name != summary["reference"]:
+                    print(f"  {name}: {info['reason']}", file=sys.stderr)
     with _progress_ui(enabled=not args.quiet) as ui:
         for src in inputs:
             if out is None:

@@ -36,12 +36,18 @@ def plan_batch(
     stats: dict[str, colour.ClipStats] = {}
     paths = dict(sources)
     for key, src in sources.items():
-        media = probe(src)
-        sc, _ = source_colour(media)
-        st = colour.analyse_clip(str(src), matrix=sc.matrix, transfer=sc.transfer,
-                                 primaries=sc.primaries, color_range=sc.range)  # fmt: skip
+        try:
+            media = probe(src)
+            sc, _ = source_colour(media)
+            st = colour.analyse_clip(str(src), matrix=sc.matrix, transfer=sc.transfer,
+                                     primaries=sc.primaries, color_range=sc.range)  # fmt: skip
+        except Exception as exc:  # a bad clip fails in its own job, not the whole batch
+            log.warning("%s: left out of the batch assessment (%s)", src.name, exc)
+            continue
         st.name = src.name
         stats[key] = st
+    if not stats:
+        return {}
     if reference is not None:
         names = [st.name for st in stats.values()]
         if reference not in names:
@@ -91,7 +97,9 @@ def key_stem(key: str, src: Path) -> str:
     return src.stem if key == str(src) else f"{key}-{src.stem}"
 
 
-def plan_for_job(job_key: str, members: dict[str, Path], preset: Preset, work: Path) -> ClipPlan:
+def plan_for_job(
+    job_key: str, members: dict[str, Path], preset: Preset, work: Path
+) -> ClipPlan | None:
     """The plan for one clip of a daemon batch (members keyed by job id), analysing the batch
     once (file-locked, cached while its membership stays the same)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -109,7 +117,9 @@ def plan_for_job(job_key: str, members: dict[str, Path], preset: Preset, work: P
             }, indent=2))  # fmt: skip
             key_path.write_text(json.dumps(key))
         data = json.loads((work / "plans.json").read_text())
-    entry = data[job_key]
+    entry = data.get(job_key)
+    if entry is None:  # this clip could not be assessed; its own run will say why
+        return None
     lut = Path(entry["lut"]) if entry["lut"] else None
     return ClipPlan(str(members[job_key]), Tuning(entry["deblock"], entry["denoise"], lut is not None),
                     lut, Path(entry["assessment"]))  # fmt: skip

@@ -21,6 +21,7 @@ from tests.integration.test_process import finishline, streams
 
 BIN = Path(sys.executable).parent
 PRESET = "small-x265"
+SLOW = "slow-x265"  # pinned heavy denoise: an encode long enough to interrupt
 
 
 class DaemonRunner:
@@ -30,7 +31,7 @@ class DaemonRunner:
         self.config = root.parent / "daemon.toml"
         self.config.write_text(
             f'root = "{root}"\nworkers = 2\nsettle_seconds = 1.0\nbatch_window = 5.0\n'
-            f'presets = ["{PRESET}"]\nmax_attempts = 3\n'
+            f'presets = ["{PRESET}", "{SLOW}"]\nmax_attempts = 3\n'
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root.parent / "daemon-stderr.log"
@@ -38,6 +39,10 @@ class DaemonRunner:
     @property
     def hot(self) -> Path:
         return self.root / "hot" / PRESET
+
+    @property
+    def slow(self) -> Path:
+        return self.root / "hot" / SLOW
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -134,7 +139,7 @@ def test_twenty_clips_dropped_at_once_all_finish(runner: DaemonRunner, tmp_path:
     wait_for(lambda: all_done(runner, 20), 240, "20 jobs")
     jobs = runner.jobs()
     assert {j.state for j in jobs} == {JobState.DONE}
-    assert sorted(p.name for p in (runner.root / "out" / PRESET).iterdir()) == names
+    assert sorted(p.name for p in (runner.root / "out" / PRESET).glob("*.mp4")) == names
     assert len({j.batch_id for j in jobs}) == 1  # dropped together: one batch
     assert runner.stop() == 0
 
@@ -144,8 +149,8 @@ def test_kill_9_during_encode_then_restart_finishes_exactly_once(
 ) -> None:
     runner.start()
     src = make_clip(tmp_path / "long.mp4", size="640x360", fps="24", seconds=8.0)
-    shutil.copy(src, runner.hot / ".long.mp4.part")
-    os.rename(runner.hot / ".long.mp4.part", runner.hot / "long.mp4")
+    shutil.copy(src, runner.slow / ".long.mp4.part")
+    os.rename(runner.slow / ".long.mp4.part", runner.slow / "long.mp4")
 
     def encoding() -> bool:
         jobs = runner.jobs()
@@ -161,32 +166,32 @@ def test_kill_9_during_encode_then_restart_finishes_exactly_once(
     leftover = subprocess.run(["pgrep", "-f", str(runner.root / "work")], capture_output=True,
                               text=True).stdout.split()  # fmt: skip
     assert not leftover, "children must die with the daemon"
-    assert (runner.hot / "long.mp4").exists(), "the source is untouched until delivery"
+    assert (runner.slow / "long.mp4").exists(), "the source is untouched until delivery"
 
     runner.start()
     wait_for(lambda: all_done(runner, 1), 180, "the re-run")
     (job,) = runner.jobs()
     assert job.state is JobState.DONE and job.attempts == 1
-    outputs = list((runner.root / "out" / PRESET).iterdir())
+    outputs = list((runner.root / "out" / SLOW).glob("*.mp4"))
     assert [p.name for p in outputs] == ["long.mp4"]  # once, no partials, no -1 copies
     assert int(streams(outputs[0])["video"]["nb_read_packets"]) == 192
-    assert (runner.root / "done" / PRESET / "long.mp4").exists()
-    assert not (runner.hot / "long.mp4").exists()
+    assert (runner.root / "done" / SLOW / "long.mp4").exists()
+    assert not (runner.slow / "long.mp4").exists()
     assert runner.stop() == 0
 
 
 def test_sigterm_requeues_the_running_job(runner: DaemonRunner, tmp_path: Path) -> None:
     runner.start()
     src = make_clip(tmp_path / "term.mp4", size="640x360", fps="24", seconds=8.0)
-    shutil.copy(src, runner.hot / "term.mp4")
+    shutil.copy(src, runner.slow / "term.mp4")
     wait_for(lambda: runner.jobs() and runner.jobs()[0].frame > 0, 60, "the encode")
     t0 = time.monotonic()
     assert runner.stop(signal.SIGTERM, timeout=30) == 0
     assert time.monotonic() - t0 < 20
     (job,) = runner.jobs()
     assert job.state is JobState.QUEUED and job.attempts == 0
-    assert (runner.hot / "term.mp4").exists()
-    assert not list((runner.root / "out" / PRESET).iterdir())
+    assert (runner.slow / "term.mp4").exists()
+    assert not list((runner.root / "out" / SLOW).glob("*.mp4"))
 
 
 @pytest.mark.allow_error_logs

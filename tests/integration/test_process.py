@@ -148,6 +148,7 @@ def test_hostile_file_names(name: str, tmp_path: Path, test_presets) -> None:
     res = finishline("process", "--preset", "small-x265", "-o", str(out_dir), "--", str(src))
     assert res.returncode == 0, res.stderr
     produced = list(out_dir.glob("*.mp4"))
+    assert list(out_dir.glob("*.assessment.json"))
     assert len(produced) == 1 and produced[0].name.startswith(name.removesuffix(".mp4"))
     assert int(streams(produced[0])["video"]["nb_read_packets"]) == 6
     assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
@@ -200,7 +201,9 @@ def test_several_inputs_into_a_folder(clip_factory, tmp_path: Path, test_presets
     b = clip_factory("b.mp4", size="160x90", fps="24", seconds=0.5)
     res = finishline("process", str(a), str(b), "--preset", "small-x265", "-o", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.small-x265.mp4", "b.small-x265.mp4"]
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.mp4")) == ["a.small-x265.mp4",
+                                                                      "b.small-x265.mp4"]  # fmt: skip
+    assert (tmp_path / "o" / "a.small-x265.assessment.json").exists()
 
 
 def test_probe_cli(clip_factory) -> None:
