@@ -42,7 +42,7 @@ def plan_batch(
             st = colour.analyse_clip(str(src), matrix=sc.matrix, transfer=sc.transfer,
                                      primaries=sc.primaries, color_range=sc.range)  # fmt: skip
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
-            log.warning("%s: left out of the batch assessment (%s)", src.name, exc)
+            log.info("%s: left out of the batch assessment (%s)", src.name, exc)
             continue
         st.name = src.name
         stats[key] = st
