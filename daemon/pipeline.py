@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from daemon import commands as C
 from daemon.errors import AppError, EncodeError, ProbeError, VerifyError
+from daemon.files import atomic_write
 from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
@@ -148,7 +148,7 @@ class Pipeline:
             plan = plan_script(self.preset, media)
             self._models = self._model_paths(plan)
             script = work / "script.vpy"
-            _atomic_write(script, render_script(self.preset, media, tuning))
+            atomic_write(script, render_script(self.preset, media, tuning))
             if lut is not None:
                 self._models["lut"] = str(Path(lut).resolve())
             cache = work / "index"
@@ -170,10 +170,7 @@ class Pipeline:
                 raise AppError(f"{output}: appeared while encoding; not overwriting it.")
             os.replace(partial, output)
             for suffix, path in (sidecars or {}).items():
-                target = output.with_name(output.stem + suffix)
-                tmp = target.with_name(f".{target.name}.tmp")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, target)
+                atomic_write(output.with_name(output.stem + suffix), path.read_bytes())
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
@@ -487,11 +484,3 @@ def verify_output(path: Path, preset: Preset, plan: ScriptPlan, *, expect_audio:
     return data
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def command_script(cmds: Sequence[Sequence[str]]) -> str:
-    return "\n".join(shlex.join(c) for c in cmds) + "\n"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import tomli_w
+
+from daemon.files import atomic_write
 
 from vs_scripts.errors import AppError
 from vs_scripts.preset import Preset, load_preset, preset_to_dict
@@ -74,12 +75,4 @@ def save_preset(preset: Preset, path: Path) -> None:
     data = preset_to_dict(preset)
     text = tomli_w.dumps(data)
     load_preset(text, source=str(path), name=path.stem)  # never write what will not load
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from daemon.config import default_config_path, load_config
+from daemon.files import atomic_write
 from vs_scripts.errors import AppError
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "systemd" / "finishline.service"
@@ -31,10 +32,7 @@ def install_user_unit(*, config: Path | None = None, enable: bool = True) -> Pat
         exe = Path(shutil.which("finishline") or exe)
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     unit = base / "systemd" / "user" / "finishline.service"
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unit.with_name(".finishline.service.tmp")
-    tmp.write_text(render_user_unit(str(exe), config, cfg.root))
-    os.replace(tmp, unit)
+    atomic_write(unit, render_user_unit(str(exe), config, cfg.root))
     if enable:
         if not shutil.which("systemctl"):
             raise AppError(f"wrote {unit}, but systemctl is not available to enable it.")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from daemon.config import DaemonConfig
 from daemon.errors import AppError, EncodeError
+from daemon.files import atomic_write
 from daemon.logs import JobAdapter
 from daemon.pipeline import Cancelled, Pipeline, Progress
 from daemon.presets import find_preset
@@ -188,10 +188,7 @@ class Worker:
         where = moved or src
         report_path = where.with_name(where.name + ".error.txt")
         with contextlib.suppress(OSError):
-            report_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = report_path.with_name("." + report_path.name + ".tmp")
-            tmp.write_text(report)
-            os.replace(tmp, report_path)
+            atomic_write(report_path, report)
         (jlog.warning if state is JobState.CANCELLED else jlog.error)(
             "%s: %s (source in %s, report %s)", rel, message, where, report_path
         )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,4 +187,3 @@ def test_cuda_rife_and_upscale(models_dir: Path) -> None:
                            backend=fl.Backend.CUDA)  # fmt: skip
     assert up.num_frames == 4 and up.width == 256
     assert psnr(rgb_frames(out)[1], scene(shift=4)) > 25
-    del json, sys

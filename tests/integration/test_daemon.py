@@ -200,7 +200,7 @@ def test_bad_files_fail_with_reports_while_a_good_clip_succeeds(
 ) -> None:
     staging = tmp_path / "staging"
     staging.mkdir()
-    good = make_clip(staging / "good.mp4", size="160x90", fps="12", seconds=1.0)
+    make_clip(staging / "good.mp4", size="160x90", fps="12", seconds=1.0)
     (staging / "empty.mp4").write_bytes(b"")
     (staging / "notes.mp4").write_text("not a video\n" * 100)
     other = make_clip(tmp_path / "other.mp4", size="160x90", fps="24", seconds=1.0)
