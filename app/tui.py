@@ -41,7 +41,7 @@ from textual.widgets import (
 
 from daemon.presets import list_presets, save_preset
 from daemon.queue import Job, Queue
-from daemon.states import JobState, TransitionError
+from daemon.states import JobState
 from vs_scripts.errors import PresetError
 from vs_scripts.preset import load_preset
 
@@ -277,7 +277,7 @@ class JobScreen(Screen):
                  f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
                  f"source: {job.src}", f"output: {job.output or '-'}"]  # fmt: skip
         script = ""
-        work_dir = app.work_dir_of(job)
+        work_dir = Path(job.work_dir) if job.work_dir else None
         if work_dir:
             probe = work_dir / "probe.json"
             if probe.exists():
@@ -578,7 +578,7 @@ class FinishlineApp(App):
             msg = f"job {job.id}: {job.state}" + (" (cancel requested)" if job.cancel_requested
                                                   and job.state == "running" else "")  # fmt: skip
             self.call_from_thread(self.notify, msg, title=fn_name.replace("_", " "))
-        except (TransitionError, Exception) as exc:
+        except Exception as exc:  # TransitionError, or the database going away
             self.call_from_thread(self.notify, str(exc), title=f"{fn_name} failed", severity="error")
         self.refresh_now()
 
@@ -594,14 +594,6 @@ class FinishlineApp(App):
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
         self.refresh_now()
-
-    def work_dir_of(self, job: Job) -> Path | None:
-        work = self.root / "work"
-        if not work.is_dir():
-            return None
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:40]
-        matches = sorted(work.glob(f"{stem}-{job.preset}-*"), key=lambda p: p.stat().st_mtime)
-        return matches[-1] if matches else None
 
     def log_lines(self, *, job_filter: int | None = None, min_level: str = "DEBUG",
                   search: str = "", limit: int = 500) -> list[str]:  # fmt: skip

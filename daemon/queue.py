@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from daemon.states import JobState, TransitionError, check_transition
+from vs_scripts.errors import AppError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -230,6 +231,30 @@ class Queue:
                 "WHERE id=? AND state='running'",
                 (stage, frame, total, fps, eta_s, time.time(), job_id),
             )
+
+    def set_src(self, job_id: int, path: Path) -> None:
+        """Where the job's source lives now (hot folder, done/ or failed/)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(path), job_id))
+
+    def set_work_dir(self, job_id: int, path: Path) -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET work_dir=? WHERE id=?", (str(path), job_id))
+
+    def reserve_output(self, job_id: int, wanted: Path) -> Path:
+        """Record the job's output path before any work: ``wanted``, or ``stem-N.ext`` when
+        that is an existing file or another job's (so two clips with one name never share,
+        and a restart finds its output)."""
+        with self._tx() as db:
+            for i in range(10_000):
+                cand = wanted if i == 0 else wanted.with_name(f"{wanted.stem}-{i}{wanted.suffix}")
+                taken = db.execute(
+                    "SELECT 1 FROM jobs WHERE output=? AND id<>?", (str(cand), job_id)
+                ).fetchone()
+                if not taken and not cand.exists():
+                    db.execute("UPDATE jobs SET output=? WHERE id=?", (str(cand), job_id))
+                    return cand
+        raise AppError(f"{wanted}: too many outputs with this name.")
 
     def cancel_requested(self, job_id: int) -> bool:
         with self._lock:

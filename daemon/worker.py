@@ -21,7 +21,7 @@ from daemon.config import DaemonConfig
 from daemon.errors import AppError, EncodeError
 from daemon.files import atomic_write
 from daemon.logs import JobAdapter
-from daemon.pipeline import Cancelled, Pipeline, Progress
+from daemon.pipeline import Cancelled, Pipeline, Progress, job_work_dir
 from daemon.presets import find_preset
 from daemon.queue import Job, Queue
 from daemon.states import JobState
@@ -80,7 +80,8 @@ class Worker:
             preset = find_preset(job.preset)
             output = Path(job.output) if job.output else None
             if output is None:
-                output = self._reserve_output(job, self.cfg.out / job.preset / rel.with_suffix(preset.extension))
+                wanted = self.cfg.out / job.preset / rel.with_suffix(preset.extension)
+                output = self.queue.reserve_output(job.id, wanted)
             if output.exists():
                 jlog.info("output %s already delivered by an earlier run; finishing", output)
             else:
@@ -92,6 +93,7 @@ class Worker:
                     should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
                 )  # fmt: skip
                 self.current = pipe
+                self.queue.set_work_dir(job.id, job_work_dir(self.cfg.work, src, preset))
                 plan = self._batch_plan(job, preset)
                 sidecars: dict[str, Path] = {}
                 if plan is not None:
@@ -107,7 +109,7 @@ class Worker:
                           time.monotonic() - t0)  # fmt: skip
             if src.exists():
                 moved = move_safely(src, self.cfg.done / job.preset, rel)
-                self._set_src(job.id, moved)
+                self.queue.set_src(job.id, moved)
                 jlog.info("source moved to %s", moved)
             self.queue.transition(job.id, JobState.RUNNING, JobState.DONE, output=str(output),
                                   finished=time.time(), stage="done")  # fmt: skip
@@ -125,10 +127,6 @@ class Worker:
         finally:
             self.current = None
             self.job_id = None
-
-    def _set_src(self, job_id: int, path: Path) -> None:
-        with self.queue._lock:  # where the source lives now (hot, done/ or failed/)
-            self.queue._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(path), job_id))
 
     def _batch_plan(self, job: Job, preset):  # type: ignore[no-untyped-def]
         """The batch's assessment and colour plan, once the batch has stopped growing."""
@@ -148,20 +146,6 @@ class Worker:
         work = self.cfg.work / f"batch-{job.batch_id:06d}"
         self.queue.progress(job.id, stage="assess")
         return plan_for_job(str(job.id), {str(j.id): Path(j.src) for j in members}, preset, work)
-
-    def _reserve_output(self, job: Job, wanted: Path) -> Path:
-        """Record the output path before any work: not an existing file and not another
-        job's (so two clips with one name never share, and a restart finds its output)."""
-        with self.queue._tx() as db:
-            for i in range(10_000):
-                cand = wanted if i == 0 else wanted.with_name(f"{wanted.stem}-{i}{wanted.suffix}")
-                taken = db.execute(
-                    "SELECT 1 FROM jobs WHERE output=? AND id<>?", (str(cand), job.id)
-                ).fetchone()
-                if not taken and not cand.exists():
-                    db.execute("UPDATE jobs SET output=? WHERE id=?", (str(cand), job.id))
-                    return cand
-        raise AppError(f"{wanted}: too many outputs with this name.")
 
     def _throttled(self, job_id: int, every: float = 1.0):  # type: ignore[no-untyped-def]
         last = [0.0, ""]
@@ -197,7 +181,7 @@ class Worker:
             stage="cancelled" if state is JobState.CANCELLED else "failed",
         )  # fmt: skip
         if moved:
-            self._set_src(job.id, moved)
+            self.queue.set_src(job.id, moved)
 
 
 def failure_report(job: Job, message: str, exc: BaseException | None) -> str:

@@ -117,6 +117,7 @@ def test_slow_copy_is_taken_once_after_it_is_complete(runner: DaemonRunner, tmp_
     wait_for(lambda: all_done(runner, 1), 60, "the job")
     (job,) = runner.jobs()
     assert job.state is JobState.DONE and job.size == len(data)
+    assert job.work_dir and (Path(job.work_dir) / "script.vpy").exists()  # the TUI reads it
     assert int(streams(Path(job.output))["video"]["nb_read_packets"]) == 12
     assert (runner.root / "done" / PRESET / "slow.mp4").read_bytes() == data
     assert not target.exists()
