@@ -135,15 +135,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return Daemon(cfg).run()
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def cmd_queue(args: argparse.Namespace) -> int:
+    from app.format import fmt_eta
     from daemon.queue import Queue
     from daemon.states import JobState, TransitionError
 
@@ -164,7 +157,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             for j in q.jobs(states=states, limit=args.limit):
                 prog = f"{j.frame}/{j.total}" if j.total else ""
                 print(f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
-                      f"{prog:>12} {j.fps:>6.2f} {_fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
+                      f"{prog:>12} {j.fps:>6.2f} {fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
                       + (f"\n      error: {j.error}" if j.error and j.state != "done" else ""))
             return 0
         if action == "pause":

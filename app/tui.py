@@ -39,6 +39,7 @@ from textual.widgets import (
     TextArea,
 )
 
+from app.format import fmt_eta
 from daemon.presets import list_presets, save_preset
 from daemon.queue import Job, Queue
 from daemon.states import JobState
@@ -64,14 +65,6 @@ class Snapshot:
     pid: int | None
     paused: bool
     error: str | None = None
-
-
-def fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def bar(fraction: float, width: int = 10) -> str:

@@ -59,11 +59,13 @@ def intermediate_suffix(preset: Preset) -> str:
 
 def vspipe_command(
     vspipe: str, script: str, *, src: str, cache: str, start: int = 0, end: int | None = None,
-    extra: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None, info: bool = False,
 ) -> list[str]:  # fmt: skip
-    """vspipe writing y4m to stdout for the half-open frame range ``[start, end)``. ``extra``
-    adds more ``--arg name=value`` pairs (model paths)."""
-    cmd = [vspipe, "-c", "y4m", "-p", "--arg", f"src={src}", "--arg", f"cache={cache}"]
+    """vspipe writing y4m to stdout for the half-open frame range ``[start, end)``, or with
+    ``info`` printing the script's output format and length. ``extra`` adds more
+    ``--arg name=value`` pairs (model paths)."""
+    cmd = [vspipe, "--info"] if info else [vspipe, "-c", "y4m", "-p"]
+    cmd += ["--arg", f"src={src}", "--arg", f"cache={cache}"]
     for name, value in sorted((extra or {}).items()):
         cmd += ["--arg", f"{name}={value}"]
     if start:

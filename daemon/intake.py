@@ -64,7 +64,6 @@ class Intake:
         self.presets = presets
         self.on_duplicate = on_duplicate
         self._pending: dict[Path, _Pending] = {}
-        self._seen: set[Path] = set()
         self._lock = threading.Lock()
         self._batches: dict[tuple[str, str], tuple[int, float]] = {}
 
@@ -77,8 +76,6 @@ class Intake:
         with self._lock:
             entry = self._pending.get(p)
             if entry is None:
-                if p in self._seen:
-                    self._seen.discard(p)  # written again after being queued: a new drop
                 self._pending[p] = _Pending(-1, -1.0, time.monotonic(), closed)
             elif closed:
                 entry.closed = True

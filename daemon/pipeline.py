@@ -213,9 +213,9 @@ class Pipeline:
     def _check_script(self, script: Path, src: Path, cache: Path, plan: ScriptPlan) -> int:
         """``vspipe --info``: the script loads and gives the planned frame count."""
         cmd = C.vspipe_command(
-            find_tool("vspipe"), str(script), src=str(src), cache=str(cache), extra=self._models
-        )
-        cmd = [cmd[0], "--info", *cmd[4:-1], "-"]  # drop -c y4m -p
+            find_tool("vspipe"), str(script), src=str(src), cache=str(cache), extra=self._models,
+            info=True,
+        )  # fmt: skip
         res = run_capture(cmd, timeout=600)
         if res.returncode != 0:
             m = re.search(r"load_source: cannot decode the clip \((.*)\)", res.stderr)

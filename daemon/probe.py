@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from daemon.commands import media_arg
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo, ProbeError, parse_ffprobe
 
@@ -21,7 +22,7 @@ def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
     if p.stat().st_size == 0:
         raise ProbeError(f"{p}: the file is empty (0 bytes); was the copy interrupted?")
     ffprobe = find_tool("ffprobe")
-    arg = _safe_arg(p)
+    arg = media_arg(p)
     res = run_capture(
         [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg], timeout=120
     )
@@ -54,8 +55,3 @@ def _packet_times(ffprobe: str, arg: str) -> list[float] | None:
         except ValueError:
             continue
     return out or None
-
-
-def _safe_arg(path: Path) -> str:
-    """A path ffmpeg tools cannot mistake for an option or a protocol (``-x.mp4``, ``a:b``)."""
-    return "file:" + str(path.resolve())

@@ -404,8 +404,6 @@ def _upscale_torch(
 ) -> vs.VideoNode:  # fmt: skip
     from threading import Lock
 
-    if backend is Backend.OPENVINO or backend is Backend.AUTO:
-        backend = Backend.AUTO
     big = core.std.BlankClip(clip, width=clip.width * net_scale, height=clip.height * net_scale,
                              keep=True)  # fmt: skip
     lock = Lock()

@@ -230,7 +230,7 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
 def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None) -> str:
     """Render the ``.vpy`` text. Deterministic: the same inputs give the same bytes."""
     plan = plan_script(preset, media)
-    r, v, f = preset.restore, preset.video, preset.frame
+    r, f = preset.restore, preset.frame
     tuning = tuning or Tuning()
     deblock = r.deblock if tuning.deblock is None else tuning.deblock
     denoise_strength = r.denoise_strength if tuning.denoise_strength is None else tuning.denoise_strength
@@ -281,5 +281,4 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
         "clip.set_output()",
         "",
     ]
-    del v
     return "\n".join(lines)
