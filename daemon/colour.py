@@ -75,10 +75,6 @@ class ClipStats:
         return asdict(self)
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
-
-
 def noise_sigma(luma: np.ndarray) -> float:
     """Immerkær's fast noise estimate (robust median form), 8-bit code values."""
     y = luma * 255.0
@@ -105,16 +101,25 @@ def sharpness(luma: np.ndarray) -> float:
     return float(np.mean(np.hypot(gx, gy)))
 
 
+def exposure_flicker(means: list[float]) -> float:
+    """Frame-to-frame change of mean luma in %, after removing slow trends (real lighting
+    changes, pans), from the mean luma of consecutive frames."""
+    if len(means) < 2:
+        return 0.0
+    changes = np.diff(means) * 100 / max(1e-6, float(np.mean(means)))
+    if len(changes) < 3:
+        return float(np.std(changes))
+    changes = changes - np.convolve(changes, np.ones(5) / 5, mode="same")
+    return float(np.std(changes[2:-2])) if len(changes) > 4 else float(np.std(changes))
+
+
 def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarray],
-                   cut_at: int | None = None) -> ClipStats:  # fmt: skip
-    """Stats from RGB frames (small, float 0..1, HxWx3) and full-size luma samples."""
+                   frame_means: list[float], cut_at: int | None = None) -> ClipStats:  # fmt: skip
+    """Stats from sampled RGB frames (small, float 0..1, HxWx3), full-size luma samples and
+    the mean luma of every frame (before the first cut)."""
     stack = np.stack(frames)
     lab = rgb_to_lab(stack.reshape(-1, 3))
     pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
-    means = [float(_luma(f).mean()) for f in frames]
-    changes = np.diff(means) * 100 / max(1e-6, float(np.mean(means)))
-    if len(changes) > 2:  # remove slow trends (real lighting changes, pans)
-        changes = changes - np.convolve(changes, np.ones(3) / 3, mode="same")
     dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in zip(frames, frames[1:], strict=False)]
     return ClipStats(
         name=name,
@@ -125,7 +130,7 @@ def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarr
         noise=float(np.median([noise_sigma(y) for y in full_luma])),
         blockiness=float(np.median([blockiness(y) for y in full_luma])),
         sharpness=float(np.median([sharpness(y) for y in full_luma])),
-        flicker=float(np.std(changes)) if len(changes) else 0.0,
+        flicker=exposure_flicker(frame_means),
         duplicate_ratio=float(np.mean(dups)) if dups else 0.0,
         cut_at=cut_at,
     )
@@ -142,8 +147,9 @@ def analyse_clip(path: str, *, matrix: int, transfer: int, primaries: int, color
                                   _ColorRange=color_range)  # fmt: skip
     rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
     tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
-    stats = core.std.PlaneStats(tiny, tiny[1:] + tiny[-1])
-    diffs = [float(f.props["PlaneStatsDiff"]) for f in stats.frames()]
+    stats = [(float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"]))
+             for f in core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()]  # fmt: skip
+    diffs = [d for d, _ in stats]
     med = float(np.median(diffs)) if diffs else 0.0
     cut_at = next((i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)), None)
     usable = cut_at or clip.num_frames
@@ -151,15 +157,8 @@ def analyse_clip(path: str, *, matrix: int, transfer: int, primaries: int, color
     frames = [np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1) for i in idx]
     luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
     full = [np.asarray(luma_clip.get_frame(i)[0]).copy() for i in idx[:: max(1, len(idx) // 4)]]
-    # flicker needs consecutive frames: mean luma of every frame before the cut
-    name = Path(path).name
-    st = analyse_frames(name, frames, full, cut_at)
-    every = [float(f.props["PlaneStatsAverage"]) for f in core.std.PlaneStats(tiny).frames()][:usable]
-    if len(every) > 3:
-        ch = np.diff(every) * 100 / max(1e-6, float(np.mean(every)))
-        ch = ch - np.convolve(ch, np.ones(5) / 5, mode="same")
-        st.flicker = float(np.std(ch[2:-2])) if len(ch) > 4 else float(np.std(ch))
-    return st
+    means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
+    return analyse_frames(Path(path).name, frames, full, means, cut_at)
 
 
 # -- the reference -----------------------------------------------------------------------------
