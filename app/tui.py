@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,15 @@ from textual.widgets import (
     TextArea,
 )
 
+# textual-image asks the terminal what it can draw (Kitty graphics, Sixel, else coloured half
+# cells) when imported, which must happen before Textual takes the terminal over.
+from textual_image.widget import Image as StillImage
+
+import tomli_w
+
 from app.format import fmt_eta
+from app.preset_form import PresetForm, apply_edit
+from daemon.pipeline import STILL_SUFFIX
 from daemon.presets import list_presets, save_preset
 from daemon.queue import Job, Queue
 from daemon.states import JobState
@@ -253,6 +263,9 @@ class JobScreen(Screen):
                 yield VerticalScroll(Static("", id="error-text", markup=False))
             with TabPane("Log", id="joblog"):
                 yield RichLog(id="job-log", wrap=True, markup=False)
+            with TabPane("Still", id="still"):
+                yield Static("", id="still-path", markup=False)
+                yield StillImage(None, id="still-image")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -294,13 +307,23 @@ class JobScreen(Screen):
                 facts.append(f"assessment: noise {s['noise']:.2f}, blockiness {s['blockiness']:.2f},"
                              f" sharpness {s['sharpness']:.1f}, flicker {s['flicker']:.2f}%")  # fmt: skip
                 facts.append(f"colour: reference {a['reference']}; {a['colour_match']['reason']}")
-            still = out.with_name(out.stem + ".compare.png")
-            facts.append(f"before/after still: {still if still.exists() else '(none)'}")
+            candidate = out.with_name(out.stem + STILL_SUFFIX)
+            still = candidate if candidate.exists() else None
+            facts.append(f"before/after still: {still or '(none)'}")
+        else:
+            still = None
         lines = app.log_lines(job_filter=job.id, limit=300)
         error = job.report or job.error or "no error"
-        self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines)
+        self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines, still)
 
-    def _fill(self, facts: str, script: str, error: str, lines: list[str]) -> None:
+    def _fill(
+        self, facts: str, script: str, error: str, lines: list[str], still: Path | None = None
+    ) -> None:
+        self.query_one("#still-path", Static).update(
+            f"before | after: {still}" if still else "no before/after still yet (written beside"
+            " the output when the job is done)"
+        )
+        self.query_one("#still-image", StillImage).image = still
         self.query_one("#facts-text", Static).update(facts)
         self.query_one("#vpy", TextArea).text = script or "# no script yet"
         self.query_one("#error-text", Static).update(error)
@@ -348,7 +371,8 @@ class LogScreen(Screen):
 
 
 class PresetScreen(Screen):
-    """Presets: pick one, edit its TOML with every error next to its key, diff, save."""
+    """Presets: pick one, edit it in a form (one field per key) or as TOML, every error shown
+    next to its key; a diff before saving; duplicate under a new name."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -361,7 +385,11 @@ class PresetScreen(Screen):
         with Horizontal():
             yield ListView(id="preset-list")
             with Vertical(id="editor-pane"):
-                yield TextArea("", id="editor", language="toml")
+                with TabbedContent(id="preset-tabs"):
+                    with TabPane("Form", id="form-tab"):
+                        yield PresetForm(id="form")
+                    with TabPane("TOML", id="toml-tab"):
+                        yield TextArea("", id="editor", language="toml")
                 yield Static("", id="problems", markup=False)
         yield Footer()
 
@@ -373,7 +401,8 @@ class PresetScreen(Screen):
             lv.append(ListItem(Label(name), name=name))
         if lv.children:
             lv.index = 0
-            self.load(self.app.presets()[0])  # type: ignore[attr-defined]
+            # after the first refresh: the form's widgets set their initial values on mount
+            self.call_after_refresh(self.load, self.app.presets()[0])  # type: ignore[attr-defined]
 
     @on(ListView.Selected)
     def _picked(self, event: ListView.Selected) -> None:
@@ -389,7 +418,20 @@ class PresetScreen(Screen):
 
     @on(TextArea.Changed, "#editor")
     def _edited(self, event: TextArea.Changed) -> None:
+        self.query_one("#form", PresetForm).fill(event.text_area.text)
         self.validate()
+
+    @on(PresetForm.Edited)
+    def _form_edited(self, event: PresetForm.Edited) -> None:
+        editor = self.query_one("#editor", TextArea)
+        try:
+            data = tomllib.loads(editor.text)
+        except tomllib.TOMLDecodeError:
+            self.notify("the TOML does not parse; fix it in the TOML tab first", severity="error")
+            return
+        new = apply_edit(data, event.key, event.value)
+        if new != data:
+            editor.text = tomli_w.dumps(new)
 
     def validate(self) -> list[str]:
         text = self.query_one("#editor", TextArea).text
@@ -402,6 +444,7 @@ class PresetScreen(Screen):
             "\n".join(f"✗ {p}" for p in problems) if problems else "✓ valid"
         )
         self.query_one("#problems", Static).set_class(bool(problems), "invalid")
+        self.query_one("#form", PresetForm).show_problems(problems)
         return problems
 
     def action_save(self) -> None:
@@ -501,8 +544,10 @@ class FinishlineApp(App):
     ]
 
     def __init__(self, db_path: Path, *, root: Path | None = None,
-                 preset_dirs: list[Path] | None = None, poll: float = 1.0) -> None:  # fmt: skip
+                 preset_dirs: list[Path] | None = None, poll: float = 1.0,
+                 sampler: Callable[[list[Path]], str] = sample_system) -> None:  # fmt: skip
         super().__init__()
+        self.sampler = sampler
         self.db_path = Path(db_path)
         self.root = root or self.db_path.parent
         self.preset_dirs = preset_dirs
@@ -541,7 +586,7 @@ class FinishlineApp(App):
     @work(thread=True, exclusive=True, exit_on_error=False, group="system",
           description="sample GPU/CPU/disk")  # fmt: skip
     def sample(self) -> None:
-        text = sample_system([self.root / "work", self.root / "out"])
+        text = self.sampler([self.root / "work", self.root / "out"])
         self.post_message(SystemSampled(text))
 
     def on_jobs_refreshed(self, message: JobsRefreshed) -> None:
@@ -644,7 +689,9 @@ class FinishlineApp(App):
 
 
 def make_app(db_path: Path, *, root: Path | None = None, preset_dirs: list[Path] | None = None,
-             poll: float = 1.0) -> FinishlineApp:  # fmt: skip
-    """Shared by ``finishline tui`` and the tests (posting's make_posting)."""
-    return FinishlineApp(db_path, root=root, preset_dirs=preset_dirs, poll=poll)
+             poll: float = 1.0,
+             sampler: Callable[[list[Path]], str] = sample_system) -> FinishlineApp:  # fmt: skip
+    """Shared by ``finishline tui`` and the tests (posting's make_posting). ``sampler`` gives
+    the system panel's text (tests pass a fixed one for snapshots)."""
+    return FinishlineApp(db_path, root=root, preset_dirs=preset_dirs, poll=poll, sampler=sampler)
 

@@ -218,3 +218,19 @@ def mux_command(
         cmd += ["-movflags", "+faststart+write_colr"]
     cmd += ["-map_metadata", "-1", "-f", MUXERS[preset.preset.container], output]
     return cmd
+
+
+def still_command(
+    *, src: str, output: str, png: str, at_seconds: float, height: int = 540,
+    ffmpeg: str = "ffmpeg",
+) -> list[str]:  # fmt: skip
+    """A before/after still: the source frame and the output frame at the same time, both
+    scaled to ``height`` (bicubic, square pixels) and placed side by side in one PNG."""
+    t = f"{max(0.0, at_seconds):.3f}"
+    half = f"scale=-2:{height}:flags=bicubic,setsar=1,format=rgb24"
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-ss", t, "-i", media_arg(src), "-ss", t, "-i", media_arg(output),
+        "-filter_complex", f"[0:v:0]{half}[a];[1:v:0]{half}[b];[a][b]hstack=inputs=2[v]",
+        "-map", "[v]", "-frames:v", "1", "-c:v", "png", "-f", "image2", "-update", "1", png,
+    ]  # fmt: skip

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 _FRAME_RE = re.compile(r"Frame:\s*(\d+)/(\d+)(?:\s*\(([\d.]+)\s*fps\))?")
 
 
+STILL_SUFFIX = ".compare.png"
+
+
 @dataclass(slots=True)
 class Progress:
     """What a stage reports; the CLI draws it, the daemon throttles it into the queue."""
@@ -171,6 +174,8 @@ class Pipeline:
             os.replace(partial, output)
             for suffix, path in (sidecars or {}).items():
                 atomic_write(output.with_name(output.stem + suffix), path.read_bytes())
+            with self._timed("still", timings):
+                self._still(src, output, plan, work)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
@@ -337,6 +342,25 @@ class Pipeline:
             loudness=loudness, ffmpeg=ffmpeg,
         )  # fmt: skip
         self._run_one(cmd, "mux")
+
+    def _still(self, src: Path, output: Path, plan: ScriptPlan, work: Path) -> None:
+        """``NAME.compare.png`` beside the output: source and result side by side at the
+        middle of the clip. The output is already verified and delivered, so a failure here
+        is logged, not fatal."""
+        tmp = work / f"compare.{os.getpid()}.png"
+        cmd = C.still_command(
+            src=str(src), output=str(output), png=str(tmp),
+            at_seconds=plan.frame_count / float(plan.fps) / 2, height=min(540, plan.height),
+            ffmpeg=find_tool("ffmpeg"),
+        )  # fmt: skip
+        try:
+            self._run_one(cmd, "before/after still")
+            os.replace(tmp, output.with_name(output.stem + STILL_SUFFIX))
+        except EncodeError as exc:
+            log.warning("no before/after still for %s: %s", output.name, exc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _run_one(self, cmd: Sequence[str], stage: str) -> str:
         if self.should_stop():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from textual.widgets import Checkbox, Input, Select, Static, TextArea
+
 from app.tui import FinishlineApp, PresetScreen, QueueScreen, make_app
 from daemon.queue import Queue
 from daemon.states import JobState
@@ -169,6 +171,104 @@ async def test_good_preset_edit_saves_valid_toml_after_the_diff(seeded: Path, pr
     assert load_preset_file(path).colour.strength == 0.7
 
 
+async def open_preset(pilot, app: FinishlineApp, name: str) -> PresetScreen:  # type: ignore[no-untyped-def]
+    await pilot.press("3")
+    await pilot.pause(0.2)
+    screen = app.screen
+    assert isinstance(screen, PresetScreen)
+    screen.load(name)
+    await pilot.pause(0.2)
+    return screen
+
+
+async def test_form_shows_a_bad_value_under_its_key_and_does_not_save(
+    seeded: Path, preset_folder: Path
+) -> None:
+    path = preset_folder / "small-x265.toml"
+    before = path.read_text()
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        crf = screen.query_one("#f-video-crf", Input)
+        assert crf.value == "28.0"  # the form shows the file's value
+        crf.focus()
+        crf.value = "99"
+        await pilot.pause(0.3)
+        error = str(screen.query_one("#e-video-crf", Static).render())
+        assert "[video] crf = 99 is not allowed; use a number >= 0 and <= 51" in error
+        assert "crf = 99" in screen.query_one("#editor", TextArea).text  # the TOML follows
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert path.read_text() == before
+
+
+async def test_form_edit_saves_valid_toml_after_the_diff(seeded: Path, preset_folder: Path) -> None:
+    path = preset_folder / "small-x265.toml"
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        speed = screen.query_one("#f-video-speed", Select)
+        speed.value = "slow"
+        screen.query_one("#f-colour-stabilise", Checkbox).value = False
+        await pilot.pause(0.3)
+        assert not screen.query_one("#e-video-speed", Static).display
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        diff = app.screen.query_one("#diff").text
+        assert '+speed = "slow"' in diff and "+stabilise = false" in diff
+        await pilot.click("#yes")
+        await pilot.pause(0.2)
+    from daemon.presets import load_preset_file
+
+    saved = load_preset_file(path)
+    assert (saved.video.speed, saved.colour.stabilise) == ("slow", False)
+
+
+async def test_job_screen_shows_the_before_after_still(seeded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deliver" / "done.mp4"
+    out.parent.mkdir()
+    still = out.with_name("done.compare.png")
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=128x36",
+                    "-frames:v", "1", str(still)], check=True)  # fmt: skip
+    q = Queue(seeded / "queue.db")
+    done = next(j for j in q.jobs() if j.name == "done.mp4")
+    assert q.reserve_output(done.id, out) == out
+    q.close()
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        select_row(app, "done.mp4")
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.1)
+        screen = app.screen
+        assert str(still) in str(screen.query_one("#still-path", Static).render())
+        assert Path(screen.query_one("#still-image").image) == still
+
+
+def fixed_system(paths: list[Path]) -> str:
+    return "GPU: no GPU (NVML not available)\nCPU  12.5%  RAM 3.2/16 GiB"
+
+
+@pytest.mark.parametrize("keys", [(), ("enter",), ("2",), ("3",)],
+                         ids=["queue", "job", "logs", "presets"])  # fmt: skip
+def test_snapshot(snap_compare, seeded: Path, preset_folder: Path, keys: tuple[str, ...]) -> None:
+    """The main screens at 80x24, as an SSH user sees them."""
+    app = make_app(seeded / "queue.db", root=seeded, poll=3600, preset_dirs=[preset_folder],
+                   sampler=fixed_system)  # fmt: skip
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot, app)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.3)
+            await app.workers.wait_for_complete()
+            await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed")
 def test_real_tui_in_tmux(seeded: Path, tmp_path: Path) -> None:
     session = f"fl{int(time.time() * 1000) % 100000}"
@@ -195,3 +295,17 @@ def test_real_tui_in_tmux(seeded: Path, tmp_path: Path) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_form_helpers_map_problems_to_keys_and_keep_edits_minimal() -> None:
+    from app.preset_form import apply_edit, parse_input, problems_by_key
+    from vs_scripts.preset import SCHEMA
+
+    crf = next(k for k in SCHEMA if (k.section, k.name) == ("video", "crf"))
+    found = problems_by_key(["p.toml: [video] crf = 99 is not allowed; use a number.",
+                             "p.toml: [frame] 1920x1081 does not fit"])  # fmt: skip
+    assert found == {("video", "crf"): ["[video] crf = 99 is not allowed; use a number."]}
+    assert parse_input(crf, "18.5") == 18.5 and parse_input(crf, "abc") == "abc"
+    assert apply_edit({}, crf, 18.0) == {}  # the default of an unwritten key stays unwritten
+    assert apply_edit({"video": {"crf": 20}}, crf, 18.0) == {"video": {"crf": 18.0}}
+    assert apply_edit({"video": {"crf": 20}}, crf, None) == {}
