@@ -45,6 +45,25 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qc(args: argparse.Namespace) -> int:
+    from daemon.measure import measure
+    from daemon.presets import find_preset
+    from daemon.qc import evaluate
+
+    preset = find_preset(args.preset)
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            _err(f"no such file: {path}.")
+            failed += 1
+            continue
+        report = evaluate(measure(path), preset, file=str(path))
+        print(report.to_json() if args.json else report.text(), end="\n" if not args.json else "")
+        failed += not report.passed
+    return 1 if failed else 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from daemon.presets import find_preset, list_presets, load_preset_file
     from vs_scripts.errors import PresetError
@@ -396,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clip")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("qc", help="check finished files against a preset's delivery spec")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--preset", required=True, help="preset name or .toml path")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("process", help="turn clips into finished deliverables")
     p.add_argument("inputs", nargs="+", metavar="IN")

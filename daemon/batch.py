@@ -13,7 +13,7 @@ from pathlib import Path
 from daemon import colour
 from daemon.probe import probe
 from vs_scripts.preset import Preset
-from vs_scripts.render import Tuning, source_colour, tune
+from vs_scripts.render import Tuning, crop_axis, crop_focus, source_colour, tune
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def plan_batch(
     into ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     stats: dict[str, colour.ClipStats] = {}
+    medias = {}
     paths = dict(sources)
     for key, src in sources.items():
         try:
@@ -46,6 +47,7 @@ def plan_batch(
             continue
         st.name = src.name
         stats[key] = st
+        medias[key] = media
     if not stats:
         return {}
     if reference is not None:
@@ -75,7 +77,8 @@ def plan_batch(
             lut_path = work / f"{key_stem(key, src)}.cube"
             table = colour.bake_lut(match, strength=preset.colour.strength)
             colour.write_cube(lut_path, table, title=f"finishline match to {ref_name}")
-        tuning = tune(preset, noise=st.noise, blockiness=st.blockiness, lut=lut_path is not None)
+        tuning = tune(preset, noise=st.noise, blockiness=st.blockiness, lut=lut_path is not None,
+                      focus=saliency_focus(preset, medias[key], st))  # fmt: skip
         assessment = {
             "clip": st.name,
             "assessment": st.to_json(),
@@ -84,6 +87,7 @@ def plan_batch(
             "colour_match": match.to_json(),
             "strengths": {"deblock": tuning.deblock, "denoise": tuning.denoise_strength,
                           "from": "assessment" if preset.restore.auto else "preset"},  # fmt: skip
+            "crop_focus": tuning.focus,
         }
         a_path = work / f"{key_stem(key, src)}.assessment.json"
         colour.save_json(a_path, assessment)
@@ -91,6 +95,17 @@ def plan_batch(
         summary["clips"][st.name] = {"applied": match.applied, "reason": match.reason}
     colour.save_json(work / "batch.json", summary)
     return plans
+
+
+def saliency_focus(preset: Preset, media, st: colour.ClipStats) -> float | None:  # type: ignore[no-untyped-def]
+    """Where a saliency crop of this clip sits, or ``None`` when the preset does not crop."""
+    if preset.frame.fit != "saliency":
+        return None
+    axis = crop_axis(preset, media)
+    if axis is None:
+        return None
+    profile = st.saliency_x if axis[0] == "x" else st.saliency_y
+    return crop_focus(profile, axis[1])
 
 
 def key_stem(key: str, src: Path) -> str:
@@ -112,7 +127,8 @@ def plan_for_job(
             plans = plan_batch(members, preset, work)
             (work / "plans.json").write_text(json.dumps({
                 s: {"lut": str(p.lut) if p.lut else None, "assessment": str(p.assessment),
-                    "deblock": p.tuning.deblock, "denoise": p.tuning.denoise_strength}
+                    "deblock": p.tuning.deblock, "denoise": p.tuning.denoise_strength,
+                    "focus": p.tuning.focus}
                 for s, p in plans.items()
             }, indent=2))  # fmt: skip
             key_path.write_text(json.dumps(key))
@@ -121,5 +137,5 @@ def plan_for_job(
     if entry is None:  # this clip could not be assessed; its own run will say why
         return None
     lut = Path(entry["lut"]) if entry["lut"] else None
-    return ClipPlan(str(members[job_key]), Tuning(entry["deblock"], entry["denoise"], lut is not None),
-                    lut, Path(entry["assessment"]))  # fmt: skip
+    tuning = Tuning(entry["deblock"], entry["denoise"], lut is not None, entry.get("focus"))
+    return ClipPlan(str(members[job_key]), tuning, lut, Path(entry["assessment"]))

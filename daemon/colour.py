@@ -70,6 +70,8 @@ class ClipStats:
     flicker: float  # std of frame-to-frame mean-luma change after detrending, in %
     duplicate_ratio: float  # share of sampled neighbours that are identical
     cut_at: int | None  # first scene cut found (frame index), if any
+    saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
+    saliency_y: list[float] = field(default_factory=list)  # ... per row bin
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -113,6 +115,44 @@ def exposure_flicker(means: list[float]) -> float:
     return float(np.std(changes[2:-2])) if len(changes) > 4 else float(np.std(changes))
 
 
+def spectral_saliency(luma: np.ndarray) -> np.ndarray:
+    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) of a small luma image."""
+    from scipy.ndimage import gaussian_filter, uniform_filter
+
+    f = np.fft.fft2(luma)
+    log_amp = np.log(np.abs(f) + 1e-8)
+    residual = log_amp - uniform_filter(log_amp, size=3, mode="wrap")
+    sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(f)))) ** 2
+    return gaussian_filter(sal, sigma=max(1.0, luma.shape[1] / 32))
+
+
+def saliency_profiles(frames: list[np.ndarray], bins: int = 32) -> tuple[list[float], list[float]]:
+    """Where a clip's subject is: spectral-residual saliency plus motion between the sampled
+    frames, summed over columns and rows into ``bins`` shares each (each list sums to 1)."""
+    small = []
+    for rgb in frames:
+        y = rgb.mean(axis=-1)
+        fy, fx = max(1, y.shape[0] // 36), max(1, y.shape[1] // 64)
+        h, w = y.shape[0] // fy * fy, y.shape[1] // fx * fx
+        small.append(y[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3)))
+    total = np.zeros_like(small[0])
+    for y in small:
+        sal = spectral_saliency(y)
+        total += sal / max(1e-12, float(sal.sum()))
+    for a, b in zip(small, small[1:], strict=False):
+        motion = np.abs(b - a)
+        if motion.sum() > 1e-6:
+            total += motion / float(motion.sum())
+
+    def profile(v: np.ndarray) -> list[float]:
+        edges = np.linspace(0, len(v), bins + 1)
+        out = [float(v[int(a) : max(int(a) + 1, int(b))].sum()) for a, b in zip(edges, edges[1:], strict=False)]
+        t = sum(out) or 1.0
+        return [round(x / t, 5) for x in out]
+
+    return profile(total.sum(axis=0)), profile(total.sum(axis=1))
+
+
 def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarray],
                    frame_means: list[float], cut_at: int | None = None) -> ClipStats:  # fmt: skip
     """Stats from sampled RGB frames (small, float 0..1, HxWx3), full-size luma samples and
@@ -121,6 +161,7 @@ def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarr
     lab = rgb_to_lab(stack.reshape(-1, 3))
     pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
     dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in zip(frames, frames[1:], strict=False)]
+    sal_x, sal_y = saliency_profiles(frames)
     return ClipStats(
         name=name,
         frames_sampled=len(frames),
@@ -133,6 +174,8 @@ def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarr
         flicker=exposure_flicker(frame_means),
         duplicate_ratio=float(np.mean(dups)) if dups else 0.0,
         cut_at=cut_at,
+        saliency_x=sal_x,
+        saliency_y=sal_y,
     )
 
 

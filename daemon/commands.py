@@ -35,6 +35,7 @@ X264_PROFILES = {
     "yuv444p10": "high444",
 }
 MUXERS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska"}
+AAC_PRIMING = 1024  # samples of encoder delay ffmpeg's AAC encoder puts before the audio
 
 
 def media_arg(path: str | os.PathLike[str]) -> str:
@@ -190,6 +191,7 @@ def mux_command(
     """Join the encoded video with the source's audio (re-encoded to the preset's codec)."""
     a = preset.audio
     duration = plan.frame_count / float(plan.fps)
+    no_edit_lists = not preset.qc.edit_lists and preset.preset.container in ("mp4", "mov")
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     cmd += ["-i", media_arg(video)]
     want_audio = a.codec != "none"
@@ -210,12 +212,20 @@ def mux_command(
         if source_audio and a.loudness_lufs is not None:
             filters.append(loudnorm_filter(preset, loudness))
         filters.append(f"aresample={a.sample_rate}")
+        if no_edit_lists and a.codec == "aac":
+            # Without an edit list nothing hides the AAC encoder's 1024 priming samples, so
+            # they play first: drop the same length from the start to keep the audio in sync.
+            filters += [f"atrim=start_sample={AAC_PRIMING}", "asetpts=PTS-STARTPTS"]
         cmd += ["-map", "1:a:0", "-af", ",".join(filters), "-ac", str(a.channels),
                 "-ar", str(a.sample_rate), "-c:a", a.codec]  # fmt: skip
         if a.codec == "aac":
             cmd += ["-b:a", f"{a.bitrate_kbps}k"]
     if preset.preset.container in ("mp4", "mov"):
-        cmd += ["-movflags", "+faststart+write_colr"]
+        flags = "+faststart+write_colr"
+        if no_edit_lists:  # B-frame reordering as negative composition offsets instead
+            flags += "+negative_cts_offsets"
+            cmd += ["-use_editlist", "0"]
+        cmd += ["-movflags", flags]
     cmd += ["-map_metadata", "-1", "-f", MUXERS[preset.preset.container], output]
     return cmd
 

@@ -12,6 +12,7 @@ __all__ = [
     "EncodeError",
     "PresetError",
     "ProbeError",
+    "QcError",
     "ScriptError",
     "ToolMissingError",
     "VerifyError",
@@ -32,6 +33,20 @@ class VerifyError(AppError):
         super().__init__(
             f"{path}: the output did not pass verification: " + "; ".join(problems) + "."
         )
+
+
+class QcError(AppError):
+    """The output is not what the preset's platform accepts; it is not delivered."""
+
+    title = "output failed QC"
+
+    def __init__(self, report) -> None:  # type: ignore[no-untyped-def]  # daemon.qc.Report
+        self.qc = report
+        names = ", ".join(f"{c.name} ({c.detail})" for c in report.failures)
+        super().__init__(f"{report.file}: failed QC against preset {report.preset}: {names}.")
+
+    def report(self) -> str:
+        return self.qc.text()
 
 
 class EncodeError(AppError):

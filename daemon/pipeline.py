@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon import commands as C
-from daemon.errors import AppError, EncodeError, ProbeError, VerifyError
+from daemon.errors import AppError, EncodeError, ProbeError, QcError, VerifyError
 from daemon.files import atomic_write
+from daemon.measure import measure
+from daemon.qc import Report, evaluate
 from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
@@ -169,11 +171,18 @@ class Pipeline:
                 self._mux(media, plan, src, video, partial)
             with self._timed("verify", timings):
                 verify_output(partial, self.preset, plan, expect_audio=self._expects_audio(media))
+            qc_report = None
+            if self.preset.qc.enabled:
+                with self._timed("qc", timings):
+                    qc_report = quality_control(partial, self.preset, plan, name=output.name)
+                    atomic_write(work / "qc.json", qc_report.to_json())
             if output.exists() and not overwrite:
                 raise AppError(f"{output}: appeared while encoding; not overwriting it.")
             os.replace(partial, output)
             for suffix, path in (sidecars or {}).items():
                 atomic_write(output.with_name(output.stem + suffix), path.read_bytes())
+            if qc_report is not None:
+                atomic_write(output.with_name(output.stem + ".qc.json"), qc_report.to_json())
             with self._timed("still", timings):
                 self._still(src, output, plan, work)
         finally:
@@ -444,6 +453,18 @@ def parse_loudnorm_json(stderr: str) -> C.Loudness:
 
 
 # -- verification ------------------------------------------------------------------------------
+
+
+def quality_control(path: Path, preset: Preset, plan: ScriptPlan | None, *, name: str) -> Report:
+    """Measure ``path`` and check it against the preset's spec; raise :class:`QcError` with
+    the whole report when a check fails."""
+    report = evaluate(
+        measure(path), preset, file=name, width=plan.width if plan else None,
+        height=plan.height if plan else None, fps=plan.fps if plan else None,
+    )  # fmt: skip
+    if not report.passed:
+        raise QcError(report)
+    return report
 
 
 def verify_output(path: Path, preset: Preset, plan: ScriptPlan, *, expect_audio: bool) -> dict:

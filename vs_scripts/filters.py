@@ -17,9 +17,10 @@ core = vs.core
 
 
 class Fit(enum.Enum):
-    PAD = "pad"
-    CROP = "crop"
+    PAD = "pad"  # letterbox / pillarbox in black
+    CROP = "crop"  # cover the frame, crop at ``focus`` (centre by default)
     STRETCH = "stretch"
+    BLUR = "blur"  # fit over a blurred, darkened fill of the same picture
 
 
 class Backend(enum.Enum):
@@ -139,12 +140,16 @@ def denoise_temporal(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNo
 
 def fit_frame(
     clip: vs.VideoNode, *, width: int, height: int, fit: Fit = Fit.PAD,
-    kernel: Kernel = Kernel.SPLINE36,
+    kernel: Kernel = Kernel.SPLINE36, focus: float = 0.5,
 ) -> vs.VideoNode:  # fmt: skip
-    """Resize to ``width``x``height``: letterbox (PAD), fill and centre-crop (CROP) or STRETCH.
+    """Resize to ``width``x``height``: letterbox (PAD), fill and crop (CROP), STRETCH, or fit
+    over a blurred fill (BLUR). ``focus`` places the CROP window along the axis that is cut
+    (0 = left/top, 0.5 = centre, 1 = right/bottom), e.g. from the clip's saliency.
     Square pixels out; the source's sample aspect ratio is honoured."""
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise vs.Error("fit_frame: width and height must be positive and even")
+    if not 0.0 <= focus <= 1.0:
+        raise vs.Error("fit_frame: focus must be within 0..1")
     resize = getattr(core.resize, kernel.value)
     props = clip.get_frame(0).props
     sar = int(props.get("_SARNum", 1) or 1) / int(props.get("_SARDen", 1) or 1)
@@ -153,6 +158,8 @@ def fit_frame(
         if (width, height) == (clip.width, clip.height):
             return clip
         return resize(clip, width, height)
+    if fit is Fit.BLUR:
+        return _fit_over_blur(clip, width, height, kernel, sar)
     if fit is Fit.PAD:
         scale = min(width / src_w, height / src_h)
         w = min(width, int(round(src_w * scale / 2)) * 2)
@@ -162,14 +169,60 @@ def fit_frame(
         if (w, h) == (width, height):
             return clip
         return _pad_black(clip, left, width - w - left, top, height - h - top)
-    # CROP: cover the frame, then take its centre.
+    # CROP: cover the frame, then take the window at ``focus``.
     scale = max(width / src_w, height / src_h)
     crop_w, crop_h = width / scale / sar, height / scale
     return resize(
         clip, width, height,
-        src_left=(clip.width - crop_w) / 2, src_top=(clip.height - crop_h) / 2,
+        src_left=(clip.width - crop_w) * focus, src_top=(clip.height - crop_h) * focus,
         src_width=crop_w, src_height=crop_h,
     )  # fmt: skip
+
+
+def _fit_over_blur(
+    clip: vs.VideoNode, width: int, height: int, kernel: Kernel, sar: float
+) -> vs.VideoNode:
+    """The whole picture fitted inside the frame, the bands around it filled with the same
+    picture cropped to cover, blurred hard and darkened (the usual 16:9-in-9:16 look)."""
+    resize = getattr(core.resize, kernel.value)
+    src_w, src_h = clip.width * sar, clip.height
+    scale = min(width / src_w, height / src_h)
+    w = min(width, int(round(src_w * scale / 2)) * 2)
+    h = min(height, int(round(src_h * scale / 2)) * 2)
+    if (w, h) == (width, height):
+        return resize(clip, width, height)
+    fg = resize(clip, w, h)
+    # blur cheaply and strongly: cover-crop to a tiny frame, box-blur it, scale it back up
+    small_w, small_h = max(4, width // 16 // 2 * 2), max(4, height // 16 // 2 * 2)
+    bg = fit_frame(clip, width=small_w, height=small_h, fit=Fit.CROP, kernel=Kernel.BILINEAR)
+    bg = core.std.BoxBlur(bg, hradius=2, hpasses=2, vradius=2, vpasses=2)
+    bg = core.resize.Bicubic(bg, width, height)
+    bg = _darken(bg, 0.6)
+    left, top = (width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2
+    if h < height:
+        parts = [core.std.Crop(bg, bottom=height - top)] if top else []
+        parts.append(fg)
+        if height - top - h:
+            parts.append(core.std.Crop(bg, top=top + h))
+        return core.std.StackVertical(parts)
+    parts = [core.std.Crop(bg, right=width - left)] if left else []
+    parts.append(fg)
+    if width - left - w:
+        parts.append(core.std.Crop(bg, left=left + w))
+    return core.std.StackHorizontal(parts)
+
+
+def _darken(clip: vs.VideoNode, gain: float) -> vs.VideoNode:
+    """Scale luma towards black by ``gain`` and chroma towards neutral (YUV, any range)."""
+    fmt = clip.format
+    if fmt.color_family != vs.YUV:
+        return core.std.Expr(clip, f"x {gain} *")
+    full = int(clip.get_frame(0).props.get("_ColorRange", 1)) == 0
+    if fmt.sample_type == vs.FLOAT:
+        return core.std.Expr(clip, [f"x {gain} *", f"x {gain} *"])
+    black = 0 if full else 16 << (fmt.bits_per_sample - 8)
+    mid = 1 << (fmt.bits_per_sample - 1)
+    return core.std.Expr(clip, [f"x {black} - {gain} * {black} +", f"x {mid} - {gain} * {mid} +"])
 
 
 def _pad_black(clip: vs.VideoNode, left: int, right: int, top: int, bottom: int) -> vs.VideoNode:
@@ -375,8 +428,11 @@ def upscale_esrgan(
         if precision is Precision.FP16:
             raise vs.Error("upscale_esrgan: fp16 needs CUDA; use fp32 with OpenVINO")
         kwargs: dict[str, object] = {}
-        if tile:
-            kwargs.update(tilesize=[tile, tile], overlap=[16, 16])
+        if tile and (clip.width > tile or clip.height > tile):
+            # a clip smaller than the tile on one side is cut along the other only
+            kwargs.update(tilesize=[min(tile, clip.width), min(tile, clip.height)],
+                          overlap=[16 if clip.width > tile else 0,
+                                   16 if clip.height > tile else 0])  # fmt: skip
         up = core.ov.Model(
             [clip], onnx, device="CPU", fp16=False,
             config=lambda: {"INFERENCE_PRECISION_HINT": "f32"}, **kwargs,

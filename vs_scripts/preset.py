@@ -60,7 +60,7 @@ MATRICES = ("bt709", "bt601", "bt2020nc")
 TRANSFERS = ("bt709", "bt601", "srgb", "bt2020-10")
 PRIMARIES = ("bt709", "bt601-625", "bt601-525", "bt2020")
 RANGES = ("limited", "full")
-FITS = ("pad", "crop", "stretch")
+FITS = ("pad", "crop", "stretch", "blur", "saliency")
 SCALERS = ("spline36", "lanczos", "bicubic", "bilinear")
 DENOISERS = ("off", "dfttest", "degrain", "temporal")
 AUDIO_CODECS = ("aac", "pcm_s16le", "pcm_s24le", "none")
@@ -110,7 +110,12 @@ SCHEMA: tuple[Key, ...] = (
     ),  # fmt: skip
     Key("frame", "width", "int", 0, "Output width in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "height", "int", 0, "Output height in pixels (0 = source).", lo=0, hi=8192),
-    Key("frame", "fit", "str", "pad", "How to fit another aspect ratio.", choices=FITS),
+    Key(
+        "frame", "fit", "str", "pad",
+        "How to fit another aspect ratio: pad (black bars), crop (centre), stretch, blur (fit "
+        "over a blurred fill) or saliency (crop where the clip's subject is).",
+        choices=FITS,
+    ),  # fmt: skip
     Key("frame", "scaler", "str", "spline36", "Resampling kernel.", choices=SCALERS),
     Key("video", "encoder", "str", "x265", "Video encoder.", choices=ENCODERS),
     Key("video", "pixel_format", "str", "yuv420p10", "Output pixel format.", choices=PIXEL_FORMATS),
@@ -142,6 +147,38 @@ SCHEMA: tuple[Key, ...] = (
     Key(
         "audio", "missing", "str", "none", "What to do when the source has no audio.",
         choices=MISSING_AUDIO,
+    ),  # fmt: skip
+    Key(
+        "qc", "enabled", "bool", True,
+        "Check every output against this preset's spec; a failing check fails the job.",
+    ),  # fmt: skip
+    Key(
+        "qc", "max_video_kbps", "int", None,
+        "The platform's ceiling for the average video bitrate.", lo=100, hi=2_000_000,
+        optional=True,
+    ),  # fmt: skip
+    Key("qc", "min_duration_s", "float", None, "Shortest accepted output.", lo=0.0, hi=86400.0,
+        optional=True),  # fmt: skip
+    Key("qc", "max_duration_s", "float", None, "Longest accepted output.", lo=0.1, hi=86400.0,
+        optional=True),  # fmt: skip
+    Key("qc", "min_fps", "float", None, "Lowest accepted frame rate.", lo=1.0, hi=1000.0,
+        optional=True),  # fmt: skip
+    Key("qc", "max_fps", "float", None, "Highest accepted frame rate.", lo=1.0, hi=1000.0,
+        optional=True),  # fmt: skip
+    Key("qc", "faststart", "bool", False, "The moov atom must come before the media data."),
+    Key("qc", "edit_lists", "bool", True, "Edit lists allowed in MP4/MOV (YouTube: none)."),
+    Key(
+        "qc", "loudness_tolerance_lu", "float", 1.0,
+        "How far the measured integrated loudness may be from the target.", lo=0.1, hi=6.0,
+    ),  # fmt: skip
+    Key(
+        "assembly", "enabled", "bool", False,
+        "Join each batch's clips (name order, or the order in its assembly.txt) into one "
+        "deliverable after they are finished.",
+    ),  # fmt: skip
+    Key(
+        "assembly", "crossfade_frames", "int", 0,
+        "Crossfade between clips of the sequence, video and audio (0 = cut).", lo=0, hi=600,
     ),  # fmt: skip
 )
 
@@ -251,6 +288,25 @@ class AudioSection:
 
 
 @dataclass(frozen=True, slots=True)
+class QcSection:
+    enabled: bool = True
+    max_video_kbps: int | None = None
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    min_fps: float | None = None
+    max_fps: float | None = None
+    faststart: bool = False
+    edit_lists: bool = True
+    loudness_tolerance_lu: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblySection:
+    enabled: bool = False
+    crossfade_frames: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PresetSection:
     description: str = ""
     container: str = "mp4"
@@ -268,6 +324,8 @@ class Preset:
     frame: FrameSection = field(default_factory=FrameSection)
     video: VideoSection = field(default_factory=VideoSection)
     audio: AudioSection = field(default_factory=AudioSection)
+    qc: QcSection = field(default_factory=QcSection)
+    assembly: AssemblySection = field(default_factory=AssemblySection)
 
     @property
     def extension(self) -> str:
@@ -284,6 +342,8 @@ _SECTION_CLASSES = {
     "frame": FrameSection,
     "video": VideoSection,
     "audio": AudioSection,
+    "qc": QcSection,
+    "assembly": AssemblySection,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +511,13 @@ def _cross_checks(p: Preset, source: str) -> list[str]:
         )
     if p.ai.precision == "fp16" and p.ai.backend == "cpu":
         out.append(f"{source}: [ai] precision = 'fp16' needs backend 'cuda' or 'auto'; use 'fp32' on CPU.")
+    q = p.qc
+    for lo, hi, what in ((q.min_duration_s, q.max_duration_s, "duration_s"),
+                         (q.min_fps, q.max_fps, "fps")):  # fmt: skip
+        if lo is not None and hi is not None and lo > hi:
+            out.append(f"{source}: [qc] min_{what} = {lo:g} is above max_{what} = {hi:g}.")
+    if p.frame.fit == "saliency" and not (p.frame.width and p.frame.height):
+        out.append(f"{source}: [frame] fit = 'saliency' needs a width and height to crop to.")
     f = p.frame
     if (f.width == 0) != (f.height == 0):
         out.append(f"{source}: [frame] width and height must both be set or both be 0.")

@@ -39,7 +39,8 @@ VS_FORMATS = {
     "yuv422p10": "YUV422P10",
     "yuv444p10": "YUV444P10",
 }
-FIT_NAMES = {"pad": "PAD", "crop": "CROP", "stretch": "STRETCH"}
+FIT_NAMES = {"pad": "PAD", "crop": "CROP", "stretch": "STRETCH", "blur": "BLUR",
+             "saliency": "CROP"}  # fmt: skip
 KERNEL_NAMES = {"spline36": "SPLINE36", "lanczos": "LANCZOS", "bicubic": "BICUBIC",
                 "bilinear": "BILINEAR"}  # fmt: skip
 BACKEND_NAMES = {"auto": "AUTO", "cpu": "CPU", "cuda": "CUDA", "openvino": "OPENVINO"}
@@ -185,17 +186,53 @@ class Tuning:
     deblock: float | None = None
     denoise_strength: float | None = None
     lut: bool = False
+    focus: float | None = None  # where a saliency crop sits (0..1 along the cut axis)
 
 
-def tune(preset: Preset, *, noise: float, blockiness: float, lut: bool) -> Tuning:
+def crop_axis(preset: Preset, media: MediaInfo) -> tuple[str, float] | None:
+    """Which axis a cover-crop cuts and the share of it that stays: ``("x", 0.316)`` for
+    16:9 into 9:16; ``None`` when nothing is cut."""
+    width, height = output_size(preset, media)
+    sw, sh = (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
+    src_aspect, out_aspect = sw / sh, width / height
+    if abs(src_aspect - out_aspect) < 1e-3:
+        return None
+    if src_aspect > out_aspect:
+        return "x", out_aspect / src_aspect
+    return "y", src_aspect / out_aspect
+
+
+def crop_focus(profile: list[float], window: float, *, prefer_centre: float = 0.05) -> float:
+    """Where to place a crop window covering ``window`` (0..1) of an axis whose saliency per
+    bin is ``profile``: the position (0 = start, 1 = end) of the window holding the most
+    saliency. The centre wins unless another place holds ``prefer_centre`` more of it, so a
+    flat profile gives a steady centre crop."""
+    n = len(profile)
+    k = max(1, min(n, round(window * n)))
+    if n == 0 or k >= n:
+        return 0.5
+    total = sum(profile) or 1.0
+    sums = [sum(profile[i : i + k]) / total for i in range(n - k + 1)]
+    centre = (n - k) / 2
+    lo, hi = int(centre), min(n - k, int(centre + 0.5))
+    centre_sum = (sums[lo] + sums[hi]) / 2
+    best = max(range(n - k + 1), key=lambda i: (sums[i], -abs(i - centre)))
+    if sums[best] - centre_sum <= prefer_centre:
+        return 0.5
+    return round(best / (n - k), 3)
+
+
+def tune(preset: Preset, *, noise: float, blockiness: float, lut: bool,
+         focus: float | None = None) -> Tuning:  # fmt: skip
     """Strengths from measurements: a clean clip is not denoised hard, a blocky one gets more
     deblocking. ``noise`` is the luma sigma in 8-bit code values, ``blockiness`` the 8x8 grid
     edge ratio (1 = none)."""
+    focus = focus if preset.frame.fit == "saliency" else None
     if not preset.restore.auto:
-        return Tuning(lut=lut)
+        return Tuning(lut=lut, focus=focus)
     denoise = round(min(3.0, max(0.0, (noise - 0.6) / 1.5)), 2)
     deblock = round(min(1.0, max(0.0, (blockiness - 1.05) / 0.5)), 2)
-    return Tuning(deblock=deblock, denoise_strength=denoise, lut=lut)
+    return Tuning(deblock=deblock, denoise_strength=denoise, lut=lut, focus=focus)
 
 
 def model_args(preset: Preset, plan: ScriptPlan) -> dict[str, str]:
@@ -271,9 +308,17 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
     if tuning.lut:
         lines.append("clip = fl.apply_lut(clip, lut=lut)  # the batch colour match (.cube)")
     lines += _ai_lines(preset, plan)
+    focus = ""
+    if f.fit == "saliency":
+        where = 0.5 if tuning.focus is None else min(1.0, max(0.0, float(tuning.focus)))
+        lines.append(
+            "# Saliency crop: the window sits where this clip's assessment found the subject."
+            if tuning.focus is not None else "# Saliency crop: no assessment, so the centre."
+        )
+        focus = f", focus={_num(where)}"
     lines += [
         f"clip = fl.fit_frame(clip, width={plan.width}, height={plan.height}, "
-        f"fit=fl.Fit.{FIT_NAMES[f.fit]}, kernel=fl.Kernel.{KERNEL_NAMES[f.scaler]})",
+        f"fit=fl.Fit.{FIT_NAMES[f.fit]}, kernel=fl.Kernel.{KERNEL_NAMES[f.scaler]}{focus})",
         f"clip = fl.to_output(clip, vs.{plan.vs_format}, matrix={oc.matrix}, "
         f"transfer={oc.transfer}, primaries={oc.primaries}, color_range={oc.range})",
         f"fl.check_output(clip, width={plan.width}, height={plan.height}, "
