@@ -265,7 +265,11 @@ def cmd_process(args: argparse.Namespace) -> int:
     if missing:
         _err(f"no such file: {', '.join(missing)}.")
         return 2
+    sequence = None
+    if args.assemble or args.manifest:
+        sequence = _plan_assembly(args, inputs, preset)
     failed = 0
+    finished: dict[str, Path] = {}
     plans = {}
     if preset.colour.match or preset.restore.auto:
         from daemon.batch import plan_batch
@@ -328,6 +332,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 failed += 1
                 continue
             ui.done(src.name)
+            finished[src.name] = result.output
             timing = ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in result.timings)
             print(f"{result.output}", flush=True)
             print(
@@ -335,7 +340,54 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{result.plan.frame_count} frames; {timing}; script: {result.script}",
                 file=sys.stderr,
             )
+    if sequence is not None:
+        if failed:
+            _err("not assembling the sequence: a clip failed (see above).")
+            return 1
+        return _assemble(args, sequence, finished, preset, out, inputs)
     return 1 if failed else 0
+
+
+def _plan_assembly(args: argparse.Namespace, inputs: list[Path], preset):  # type: ignore[no-untyped-def]
+    import tomllib
+
+    from daemon.assemble import plan_sequence
+    from vs_scripts.errors import AppError
+
+    names = [p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise AppError("to assemble, the clips need different file names.")
+    manifest = None
+    if args.manifest:
+        try:
+            manifest = tomllib.loads(Path(args.manifest).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise AppError(f"{args.manifest}: cannot read the manifest: {exc}.") from None
+    seq = plan_sequence(names, preset, manifest)
+    if args.crossfade is not None:
+        if args.crossfade < 0:
+            raise AppError("--crossfade must be 0 or more frames.")
+        seq = type(seq)(seq.clips, args.crossfade)
+    return seq
+
+
+def _assemble(args, sequence, finished, preset, out, inputs) -> int:  # type: ignore[no-untyped-def]
+    from daemon.assemble import assemble
+    from daemon.pipeline import default_work_root
+
+    folder = out if out is not None and (out.is_dir() or not out.suffix) else (
+        out.parent if out is not None else inputs[0].parent
+    )  # fmt: skip
+    target = folder / f"{args.assemble or 'sequence'}.{preset.name}{preset.extension}"
+    if target.exists() and args.overwrite:
+        target.unlink()
+    work = (Path(args.work) if args.work else default_work_root()) / "sequences"
+    print(f"assembling {len(sequence.clips)} clips (crossfade {sequence.crossfade_frames} "
+          f"frames)…", file=sys.stderr)  # fmt: skip
+    assemble([finished[n] for n in sequence.clips], preset, target,
+             crossfade_frames=sequence.crossfade_frames, work=work, threads=args.threads)  # fmt: skip
+    print(target, flush=True)
+    return 0
 
 
 class _progress_ui:
@@ -431,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="encoder threads")
     p.add_argument("--reference", metavar="NAME",
                    help="file name of the batch's reference look (default: marked or automatic)")
+    p.add_argument("--assemble", nargs="?", const="sequence", metavar="NAME",
+                   help="also join the finished clips, in name order, into NAME.PRESET.EXT "
+                   "(default name: sequence)")  # fmt: skip
+    p.add_argument("--crossfade", type=int, metavar="FRAMES",
+                   help="crossfade between assembled clips (default: the preset's)")  # fmt: skip
+    p.add_argument("--manifest", metavar="TOML",
+                   help="assembly manifest: order = [names], crossfade_frames = N")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_process)
 

@@ -186,8 +186,10 @@ def analyse_clip(path: str, *, matrix: int, transfer: int, primaries: int, color
 
     core = vs.core
     clip = core.bs.VideoSource(path, cachemode=0)
+    from vs_scripts.filters import range_props
+
     clip = core.std.SetFrameProps(clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries,
-                                  _ColorRange=color_range)  # fmt: skip
+                                  **range_props(color_range))  # fmt: skip
     rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
     tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
     stats = [(float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"]))

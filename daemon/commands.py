@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from vs_scripts.media import MediaInfo
 from vs_scripts.preset import Preset
-from vs_scripts.render import ScriptPlan
+from vs_scripts.render import ScriptPlan, output_colour
 
 PRORES_PROFILE_IDS = {"proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4}
 FFMPEG_PIX_FMTS = {
@@ -81,10 +81,33 @@ def encoder_command(
     threads: int | None = None,
 ) -> list[str]:
     """The encoder reading y4m on stdin and writing ``output``."""
-    v = preset.video
-    gop = gop_length(preset, plan.fps)
     colour = plan.output_colour.names
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-"]
+    cmd += video_codec_args(preset, plan.fps, colour, threads=threads)
+    # y4m carries no colour description; setparams tags the frames so every encoder writes
+    # it (bare -color_* output options are overridden by the untagged input frames).
+    cmd += ["-vf", colour_tag_filter(colour), *colour_options(colour),
+            "-an", "-f", "matroska" if output.endswith(".mkv") else "mov", output]  # fmt: skip
+    return cmd
+
+
+def colour_tag_filter(colour: dict[str, str]) -> str:
+    return (f"setparams=color_primaries={colour['primaries']}:color_trc={colour['transfer']}"
+            f":colorspace={colour['matrix']}:range={colour['range']}")  # fmt: skip
+
+
+def colour_options(colour: dict[str, str]) -> list[str]:
+    return ["-color_primaries", colour["primaries"], "-color_trc", colour["transfer"],
+            "-colorspace", colour["matrix"], "-color_range", colour["range"]]  # fmt: skip
+
+
+def video_codec_args(
+    preset: Preset, fps: Fraction, colour: dict[str, str], *, threads: int | None = None
+) -> list[str]:
+    """ffmpeg output options that encode video the way the preset says."""
+    v = preset.video
+    gop = gop_length(preset, fps)
+    cmd: list[str] = []
     pix = FFMPEG_PIX_FMTS[v.pixel_format]
     if v.encoder == "x265":
         # libx265 through ffmpeg rather than the x265 CLI: the CLI writes a raw HEVC stream
@@ -124,15 +147,6 @@ def encoder_command(
         raise ValueError(f"unknown encoder {v.encoder!r}")
     if threads and v.encoder != "x265":
         cmd += ["-threads", str(threads)]
-    # y4m carries no colour description; setparams tags the frames so every encoder writes
-    # it (bare -color_* output options are overridden by the untagged input frames).
-    cmd += [
-        "-vf", f"setparams=color_primaries={colour['primaries']}:color_trc={colour['transfer']}"
-        f":colorspace={colour['matrix']}:range={colour['range']}",
-        "-color_primaries", colour["primaries"], "-color_trc", colour["transfer"],
-        "-colorspace", colour["matrix"], "-color_range", colour["range"],
-        "-an", "-f", "matroska" if output.endswith(".mkv") else "mov", output,
-    ]  # fmt: skip
     return cmd
 
 
@@ -191,7 +205,6 @@ def mux_command(
     """Join the encoded video with the source's audio (re-encoded to the preset's codec)."""
     a = preset.audio
     duration = plan.frame_count / float(plan.fps)
-    no_edit_lists = not preset.qc.edit_lists and preset.preset.container in ("mp4", "mov")
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     cmd += ["-i", media_arg(video)]
     want_audio = a.codec != "none"
@@ -202,32 +215,60 @@ def mux_command(
     elif silence:
         layout = "stereo" if a.channels == 2 else "mono" if a.channels == 1 else f"{a.channels}c"
         cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={layout}"]
-    cmd += ["-map", "0:v:0", "-c:v", "copy"]
-    if preset.video.encoder == "x265" and preset.preset.container in ("mp4", "mov"):
-        cmd += ["-tag:v", "hvc1"]
+    cmd += ["-map", "0:v:0", "-c:v", "copy", *video_tag_args(preset)]
     if source_audio or silence:
         filters = audio_sync_filters(media, duration) if source_audio else [
             f"atrim=end={duration:.6f}"
         ]
         if source_audio and a.loudness_lufs is not None:
             filters.append(loudnorm_filter(preset, loudness))
-        filters.append(f"aresample={a.sample_rate}")
-        if no_edit_lists and a.codec == "aac":
-            # Without an edit list nothing hides the AAC encoder's 1024 priming samples, so
-            # they play first: drop the same length from the start to keep the audio in sync.
-            filters += [f"atrim=start_sample={AAC_PRIMING}", "asetpts=PTS-STARTPTS"]
-        cmd += ["-map", "1:a:0", "-af", ",".join(filters), "-ac", str(a.channels),
-                "-ar", str(a.sample_rate), "-c:a", a.codec]  # fmt: skip
-        if a.codec == "aac":
-            cmd += ["-b:a", f"{a.bitrate_kbps}k"]
+        filters += audio_tail_filters(preset)
+        cmd += ["-map", "1:a:0", "-af", ",".join(filters), *audio_codec_args(preset)]
+    cmd += [*container_args(preset), output]
+    return cmd
+
+
+def _no_edit_lists(preset: Preset) -> bool:
+    return not preset.qc.edit_lists and preset.preset.container in ("mp4", "mov")
+
+
+def video_tag_args(preset: Preset) -> list[str]:
+    """HEVC in MP4/MOV tagged hvc1 (what Apple players and the platforms expect)."""
+    if preset.video.encoder == "x265" and preset.preset.container in ("mp4", "mov"):
+        return ["-tag:v", "hvc1"]
+    return []
+
+
+def audio_tail_filters(preset: Preset) -> list[str]:
+    """The last audio filters before the encoder: the preset's rate, and without edit lists
+    the AAC priming compensation."""
+    out = [f"aresample={preset.audio.sample_rate}"]
+    if _no_edit_lists(preset) and preset.audio.codec == "aac":
+        # Without an edit list nothing hides the AAC encoder's 1024 priming samples, so they
+        # play first: drop the same length from the start to keep the audio in sync.
+        out += [f"atrim=start_sample={AAC_PRIMING}", "asetpts=PTS-STARTPTS"]
+    return out
+
+
+def audio_codec_args(preset: Preset) -> list[str]:
+    a = preset.audio
+    out = ["-ac", str(a.channels), "-ar", str(a.sample_rate), "-c:a", a.codec]
+    if a.codec == "aac":
+        out += ["-b:a", f"{a.bitrate_kbps}k"]
+    return out
+
+
+def container_args(preset: Preset) -> list[str]:
+    """Muxer options: moov first, colour atoms, and (when the preset's QC forbids them) no edit
+    lists, B-frame reordering written as negative composition offsets instead."""
+    out: list[str] = []
     if preset.preset.container in ("mp4", "mov"):
         flags = "+faststart+write_colr"
-        if no_edit_lists:  # B-frame reordering as negative composition offsets instead
+        if _no_edit_lists(preset):
             flags += "+negative_cts_offsets"
-            cmd += ["-use_editlist", "0"]
-        cmd += ["-movflags", flags]
-    cmd += ["-map_metadata", "-1", "-f", MUXERS[preset.preset.container], output]
-    return cmd
+            out += ["-use_editlist", "0"]
+        out += ["-movflags", flags]
+    return [*out, "-map_metadata", "-1", "-f", MUXERS[preset.preset.container]]
 
 
 def still_command(
@@ -244,3 +285,101 @@ def still_command(
         "-filter_complex", f"[0:v:0]{half}[a];[1:v:0]{half}[b];[a][b]hstack=inputs=2[v]",
         "-map", "[v]", "-frames:v", "1", "-c:v", "png", "-f", "image2", "-update", "1", png,
     ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One finished clip in a sequence: its file, video length in frames and audio presence."""
+
+    path: str
+    frames: int
+    has_audio: bool
+
+
+def sequence_frames(spans: list[Span], crossfade: int) -> int:
+    return sum(s.frames for s in spans) - crossfade * (len(spans) - 1)
+
+
+def sequence_filters(
+    preset: Preset, spans: list[Span], *, fps: Fraction, width: int, height: int,
+    crossfade: int, loudness: Loudness | None, measure: bool = False,
+) -> str:  # fmt: skip
+    """The filter graph joining ``spans`` (inputs 0..n-1) at one cadence and size, with
+    ``crossfade``-frame video and audio crossfades; outputs ``[vout]`` and ``[aout]`` (only
+    ``[aout]``, ending in a loudness measurement, when ``measure``)."""
+    a = preset.audio
+    rate = f"{fps.numerator}/{fps.denominator}"
+    layout = "stereo" if a.channels == 2 else "mono" if a.channels == 1 else f"{a.channels}c"
+    d = crossfade / fps
+    parts: list[str] = []
+    for i, s in enumerate(spans):
+        seconds = f"{s.frames / fps:.6f}"
+        if not measure:
+            parts.append(
+                f"[{i}:v:0]fps={rate},scale={width}:{height}:flags=spline,setsar=1,"
+                f"format={FFMPEG_PIX_FMTS[preset.video.pixel_format]},settb=AVTB[v{i}]"
+            )
+        if a.codec != "none":
+            head = f"[{i}:a:0]" if s.has_audio else f"anullsrc=r={a.sample_rate}:cl={layout},"
+            parts.append(
+                f"{head}aresample={a.sample_rate},aformat=sample_fmts=fltp:channel_layouts={layout},"
+                f"apad=whole_dur={seconds},atrim=end={seconds},asetpts=PTS-STARTPTS[a{i}]"
+            )
+    audio = a.codec != "none"
+    if crossfade and len(spans) > 1:
+        v, au, done = "v0", "a0", 0
+        for k in range(1, len(spans)):
+            done += spans[k - 1].frames
+            offset = (done - k * crossfade) / fps
+            if not measure:
+                parts.append(f"[{v}][v{k}]xfade=transition=fade:duration={float(d):.6f}:"
+                             f"offset={float(offset):.6f}[x{k}]")  # fmt: skip
+                v = f"x{k}"
+            if audio:
+                parts.append(f"[{au}][a{k}]acrossfade=d={float(d):.6f}:c1=tri:c2=tri[y{k}]")
+                au = f"y{k}"
+    else:
+        n = len(spans)
+        if measure:
+            v = ""
+            parts.append("".join(f"[a{i}]" for i in range(n)) + f"concat=n={n}:v=0:a=1[ycat]")
+            au = "ycat"
+        elif audio:
+            parts.append("".join(f"[v{i}][a{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=1[xcat][ycat]")
+            v, au = "xcat", "ycat"
+        else:
+            parts.append("".join(f"[v{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=0[xcat]")
+            v, au = "xcat", ""
+    if not measure:
+        colour = output_colour(preset).names
+        parts.append(f"[{v}]{colour_tag_filter(colour)}[vout]")
+    if audio:
+        tail = []
+        if a.loudness_lufs is not None:
+            tail.append(loudnorm_filter(preset, None if measure else loudness))
+        tail += [] if measure else audio_tail_filters(preset)
+        parts.append(f"[{au}]{','.join(tail) or 'anull'}[aout]")
+    return ";".join(parts)
+
+
+def sequence_command(
+    preset: Preset, spans: list[Span], *, fps: Fraction, width: int, height: int,
+    crossfade: int, output: str, loudness: Loudness | None = None, measure: bool = False,
+    ffmpeg: str = "ffmpeg", threads: int | None = None,
+) -> list[str]:  # fmt: skip
+    """One ffmpeg run that joins finished clips into the preset's deliverable (or, with
+    ``measure``, the first loudness pass over the joined audio)."""
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info" if measure else "error", "-y"]
+    for s in spans:
+        cmd += ["-i", media_arg(s.path)]
+    graph = sequence_filters(preset, spans, fps=fps, width=width, height=height,
+                             crossfade=crossfade, loudness=loudness, measure=measure)  # fmt: skip
+    cmd += ["-filter_complex", graph]
+    if measure:
+        return [*cmd, "-map", "[aout]", "-f", "null", "-"]
+    colour = output_colour(preset).names
+    cmd += ["-map", "[vout]", *video_codec_args(preset, fps, colour, threads=threads),
+            *colour_options(colour), *video_tag_args(preset)]  # fmt: skip
+    if preset.audio.codec != "none":
+        cmd += ["-map", "[aout]", *audio_codec_args(preset)]
+    return [*cmd, *container_args(preset), output]

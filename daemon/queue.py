@@ -26,7 +26,10 @@ CREATE TABLE IF NOT EXISTS batches (
     preset TEXT NOT NULL,
     name TEXT NOT NULL,
     created REAL NOT NULL,
-    assemble INTEGER NOT NULL DEFAULT 0
+    assemble INTEGER NOT NULL DEFAULT 0,
+    assembly_state TEXT NOT NULL DEFAULT '',
+    assembly_output TEXT,
+    assembly_error TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -112,6 +115,9 @@ class Batch:
     name: str
     created: float
     assemble: int
+    assembly_state: str = ""  # '' (not decided), none, blocked, running, done, failed
+    assembly_output: str | None = None
+    assembly_error: str | None = None
 
 
 class Queue:
@@ -130,6 +136,11 @@ class Queue:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}
+            for col, decl in (("assembly_state", "TEXT NOT NULL DEFAULT ''"),
+                              ("assembly_output", "TEXT"), ("assembly_error", "TEXT")):  # fmt: skip
+                if col not in cols:  # a queue.db from before sequence assembly
+                    self._db.execute(f"ALTER TABLE batches ADD COLUMN {col} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -285,6 +296,8 @@ class Queue:
                     (str(new), attempts, error, time.time(), job.id),
                 ).fetchone()
                 touched.append(Job.from_row(out))
+            # an assembly cut off by the crash is tried again
+            db.execute("UPDATE batches SET assembly_state='' WHERE assembly_state='running'")
         return touched
 
     def heartbeat(self, pid: int, *, started: float | None = None) -> None:
@@ -392,6 +405,40 @@ class Queue:
                 "SELECT * FROM jobs WHERE batch_id=? ORDER BY name", (batch_id,)
             ).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    # -- sequence assembly -----------------------------------------------------------------------
+
+    def settled_batches(self, *, quiet_for: float = 0.0) -> list[Batch]:
+        """Batches not yet decided (or blocked by a failed clip) whose every job has ended and
+        that gained no clip in the last ``quiet_for`` seconds."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT b.* FROM batches b WHERE b.assembly_state IN ('', 'blocked') "
+                "AND EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id=b.id) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id=b.id "
+                "AND (j.state IN ('queued', 'running') OR j.created > ?)) ORDER BY b.id",
+                (time.time() - quiet_for,),
+            ).fetchall()
+        return [Batch(**dict(r)) for r in rows]
+
+    def claim_assembly(self, batch_id: int) -> bool:
+        """Exactly one worker assembles a batch: the one whose update wins."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE batches SET assembly_state='running', assembly_error=NULL WHERE id=? "
+                "AND assembly_state IN ('', 'blocked')", (batch_id,),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+    def set_assembly(self, batch_id: int, state: str, *, output: str | None = None,
+                     error: str | None = None) -> None:  # fmt: skip
+        if state not in ("none", "blocked", "running", "done", "failed", ""):
+            raise ValueError(f"unknown assembly state {state!r}")
+        with self._tx() as db:
+            db.execute(
+                "UPDATE batches SET assembly_state=?, assembly_output=COALESCE(?, assembly_output), "
+                "assembly_error=? WHERE id=?", (state, output, error, batch_id),
+            )  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from daemon.config import DaemonConfig
-from daemon.errors import AppError, EncodeError
+from daemon.errors import AppError, EncodeError, QcError
 from daemon.files import atomic_write
 from daemon.logs import JobAdapter
 from daemon.pipeline import Cancelled, Pipeline, Progress, job_work_dir
@@ -61,13 +61,82 @@ class Worker:
         while not self.stop.is_set():
             job = self.queue.claim_next(self.name)
             if job is None:
+                try:
+                    self.assemble_settled()
+                except Exception:  # a bug must not stop the daemon
+                    log.exception("worker %s: unexpected error while assembling", self.name)
                 self.stop.wait(idle)
                 continue
             try:
                 self.run(job)
+                self.assemble_settled()
             except Exception:  # a bug must not stop the daemon
                 log.exception("worker %s: unexpected error on job %d", self.name, job.id,
                               extra={"job": job.id})  # fmt: skip
+
+    # -- sequences -----------------------------------------------------------------------------
+
+    def assemble_settled(self) -> None:
+        """Decide, for every batch whose jobs have all ended, whether it is assembled; assemble
+        the ones whose clips are all done (one worker each, claimed in the queue)."""
+        from daemon.assemble import assemble, plan_sequence, read_manifest, wants_assembly
+
+        for batch in self.queue.settled_batches(quiet_for=self.cfg.batch_window):
+            if self.stop.is_set():
+                return
+            try:
+                preset = find_preset(batch.preset)
+            except AppError:
+                self.queue.set_assembly(batch.id, "none")
+                continue
+            folder = self.cfg.hot / batch.preset / batch.name
+            if not (batch.assemble or wants_assembly(folder, preset)):
+                self.queue.set_assembly(batch.id, "none")
+                continue
+            jobs = [j for j in self.queue.batch_jobs(batch.id) if j.state != JobState.CANCELLED]
+            not_done = [j.name for j in jobs if j.state != JobState.DONE]
+            if not_done:
+                if batch.assembly_state != "blocked":
+                    log.warning("sequence %s waits: %s did not finish; retry it and the "
+                                "sequence is assembled", batch.name, ", ".join(not_done))  # fmt: skip
+                    self.queue.set_assembly(batch.id, "blocked",
+                                            error=f"waiting for {', '.join(not_done)}")  # fmt: skip
+                continue
+            if not jobs or not self.queue.claim_assembly(batch.id):
+                continue
+            # the output path is recorded before the work, so a restart after the rename
+            # finds the sequence delivered instead of making a second one
+            if batch.assembly_output and Path(batch.assembly_output).exists():
+                self.queue.set_assembly(batch.id, "done")
+                continue
+            target = Path(batch.assembly_output) if batch.assembly_output else unique_path(
+                self.cfg.out / batch.preset / f"{batch.name}{preset.extension}"
+            )  # fmt: skip
+            self.queue.set_assembly(batch.id, "running", output=str(target))
+            try:
+                outputs = {Path(j.name).name: Path(j.output) for j in jobs if j.output}
+                seq = plan_sequence(list(outputs), preset, read_manifest(folder))
+                log.info("assembling sequence %s from %d clips", batch.name, len(seq.clips))
+                assemble([outputs[n] for n in seq.clips], preset, target,
+                         crossfade_frames=seq.crossfade_frames,
+                         work=self.cfg.work / f"batch-{batch.id:06d}")  # fmt: skip
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, AppError) else f"internal error: {exc!r}"
+                report_path = self.cfg.failed / batch.preset / f"{batch.name}.sequence.error.txt"
+                lines = [f"finishline could not assemble the sequence {batch.name} "
+                         f"(batch {batch.id}, preset {batch.preset}).", "", f"What failed: {message}", ""]  # fmt: skip
+                if isinstance(exc, EncodeError | QcError):
+                    lines += [exc.report(), ""]
+                lines += ["The clips themselves were delivered; fix the cause and assemble by "
+                          "hand: finishline process CLIPS --assemble NAME --preset " + batch.preset]  # fmt: skip
+                with contextlib.suppress(OSError):
+                    report_path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(report_path, "\n".join(lines) + "\n")
+                log.error("sequence %s: %s (report %s)", batch.name, message, report_path)
+                self.queue.set_assembly(batch.id, "failed", error=message)
+                continue
+            self.queue.set_assembly(batch.id, "done", output=str(target))
+            log.info("delivered sequence %s", target)
 
     # -- one job -------------------------------------------------------------------------------
 
@@ -191,7 +260,7 @@ def failure_report(job: Job, message: str, exc: BaseException | None) -> str:
         f"What failed: {message}",
         "",
     ]
-    if isinstance(exc, EncodeError):
+    if isinstance(exc, EncodeError | QcError):
         lines += [exc.report(), ""]
     elif exc is not None and not isinstance(exc, AppError):
         lines += ["Traceback:", "".join(traceback.format_exception(exc)), ""]

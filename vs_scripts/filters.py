@@ -86,12 +86,33 @@ def load_source(
     return clip
 
 
+def range_props(color_range: int) -> dict[str, int]:
+    """Frame properties for a range given in the classic ``_ColorRange`` convention that the
+    scripts use (0 = full, 1 = limited). R81 replaced that property with ``_Range`` whose
+    values are the other way round (``vs.Range``: FULL = 1, LIMITED = 0)."""
+    if hasattr(vs, "Range"):
+        return {"_Range": int(vs.Range.RANGE_LIMITED if color_range == 1 else vs.Range.RANGE_FULL)}
+    return {"_ColorRange": color_range}
+
+
+def is_full_range(props: Mapping[str, object]) -> bool:
+    if hasattr(vs, "Range") and "_Range" in props:
+        return int(props["_Range"]) == int(vs.Range.RANGE_FULL)  # type: ignore[call-overload]
+    return int(props.get("_ColorRange", 1)) == 0  # type: ignore[call-overload]
+
+
+def range_name(color_range: int) -> str:
+    """For resize's ``range_s``: its numeric ``range`` follows zimg (0 = limited, 1 = full),
+    the opposite of ``_ColorRange``, so the scripts never pass the number."""
+    return "limited" if color_range == 1 else "full"
+
+
 def tag_colour(
     clip: vs.VideoNode, *, matrix: int, transfer: int, primaries: int, color_range: int
 ) -> vs.VideoNode:
     """Set the source's colour description (from the probe, with defaults for untagged clips)."""
     return core.std.SetFrameProps(
-        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, _ColorRange=color_range
+        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
     )
 
 
@@ -217,7 +238,7 @@ def _darken(clip: vs.VideoNode, gain: float) -> vs.VideoNode:
     fmt = clip.format
     if fmt.color_family != vs.YUV:
         return core.std.Expr(clip, f"x {gain} *")
-    full = int(clip.get_frame(0).props.get("_ColorRange", 1)) == 0
+    full = is_full_range(clip.get_frame(0).props)
     if fmt.sample_type == vs.FLOAT:
         return core.std.Expr(clip, [f"x {gain} *", f"x {gain} *"])
     black = 0 if full else 16 << (fmt.bits_per_sample - 8)
@@ -229,7 +250,7 @@ def _pad_black(clip: vs.VideoNode, left: int, right: int, top: int, bottom: int)
     fmt = clip.format
     if fmt.color_family == vs.YUV:
         peak = (1 << fmt.bits_per_sample) - 1 if fmt.sample_type == vs.INTEGER else 1.0
-        full = int(clip.get_frame(0).props.get("_ColorRange", 1)) == 0
+        full = is_full_range(clip.get_frame(0).props)
         if fmt.sample_type == vs.FLOAT:
             color = [0.0, 0.0, 0.0]
         else:
@@ -247,10 +268,10 @@ def to_output(
     """Convert to the delivery format and colour space and tag it."""
     clip = core.resize.Spline36(
         clip, format=fmt, matrix=matrix, transfer=transfer, primaries=primaries,
-        range=color_range, dither_type="error_diffusion",
+        range_s=range_name(color_range), dither_type="error_diffusion",
     )  # fmt: skip
     return core.std.SetFrameProps(
-        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, _ColorRange=color_range
+        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
     )
 
 
@@ -320,7 +341,7 @@ def to_rgb(clip: vs.VideoNode) -> vs.VideoNode:
     """Linear-light is not needed by the networks: gamma RGB, float, full range."""
     if clip.format.id == vs.RGBS:
         return clip
-    return core.resize.Bicubic(clip, format=vs.RGBS, range=0)
+    return core.resize.Bicubic(clip, format=vs.RGBS, range_s="full")
 
 
 def mark_scene_cuts(clip: vs.VideoNode, *, threshold: float = 0.12) -> vs.VideoNode:

@@ -272,3 +272,27 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
                          text=True)  # fmt: skip
     problems = [ln for ln in res.stderr.splitlines() if "finishline" in ln and "Documentation" not in ln]
     assert not problems, res.stderr
+
+
+def test_a_batch_folder_with_a_manifest_is_assembled_once(runner: DaemonRunner, tmp_path: Path) -> None:
+    staging = tmp_path / "staging" / "reel"
+    staging.mkdir(parents=True)
+    make_clip(staging / "a.mp4", size="160x90", fps="12", seconds=1.0)
+    make_clip(staging / "b.mp4", size="320x180", fps="12", seconds=1.0)
+    (staging / "assembly.toml").write_text('order = ["b.mp4", "a.mp4"]\ncrossfade_frames = 3\n')
+    runner.start()
+    os.rename(staging, runner.hot / "reel")
+    seq = runner.root / "out" / PRESET / "reel.mp4"
+    wait_for(seq.exists, 120, "the assembled sequence")
+    assert int(streams(seq)["video"]["nb_read_packets"]) == 12 + 12 - 3
+    q = runner.queue()
+    try:
+        wait_for(lambda: q.batch(q.jobs()[0].batch_id).assembly_state == "done", 10, "state")
+        batch = q.batch(q.jobs()[0].batch_id)
+        assert batch.assembly_output == str(seq)
+    finally:
+        q.close()
+    time.sleep(2)  # nothing assembles it a second time
+    assert sorted(p.name for p in seq.parent.glob("reel*.mp4")) == ["reel.mp4"]
+    assert (runner.root / "out" / PRESET / "reel.qc.json").exists()
+    assert runner.stop() == 0
