@@ -51,7 +51,7 @@ from app.format import fmt_eta
 from app.preset_form import PresetForm, apply_edit
 from daemon.pipeline import STILL_SUFFIX
 from daemon.presets import list_presets, save_preset
-from daemon.queue import Job, Queue
+from daemon.queue import Batch, Job, Queue
 from daemon.states import JobState
 from vs_scripts.errors import PresetError
 from vs_scripts.preset import load_preset
@@ -282,6 +282,11 @@ class JobScreen(Screen):
         facts = [f"{job.name}  (job {job.id}, preset {job.preset}, batch {job.batch_id})",
                  f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
                  f"source: {job.src}", f"output: {job.output or '-'}"]  # fmt: skip
+        batch = app.batch(job.batch_id)
+        if batch is not None and batch.assembly_state not in ("", "none"):
+            facts.append(f"sequence {batch.name}: {batch.assembly_state}"
+                         f"{' -> ' + batch.assembly_output if batch.assembly_output else ''}"
+                         f"{' (' + batch.assembly_error + ')' if batch.assembly_error else ''}")  # fmt: skip
         script = ""
         work_dir = Path(job.work_dir) if job.work_dir else None
         if work_dir:
@@ -597,6 +602,14 @@ class FinishlineApp(App):
     def on_system_sampled(self, message: SystemSampled) -> None:
         if isinstance(self.screen, QueueScreen):
             self.screen.query_one("#system", Static).update(message.text)
+
+    def batch(self, batch_id: int | None) -> Batch | None:
+        if batch_id is None:
+            return None
+        try:
+            return self.queue().batch(batch_id)
+        except Exception:
+            return None
 
     def job(self, job_id: int | None) -> Job | None:
         if job_id is None:

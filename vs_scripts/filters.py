@@ -423,9 +423,14 @@ def interpolate_rife(
 def upscale_esrgan(
     clip: vs.VideoNode, *, model: str, scale: int = 4, tile: int = 0,
     backend: Backend = Backend.AUTO, precision: Precision = Precision.AUTO,
+    keep_tone: bool = True,
 ) -> vs.VideoNode:  # fmt: skip
     """Real-ESRGAN (SRVGGNetCompact) x``scale``, in ``tile``-pixel tiles (0 = whole frame) with
     overlap so 4K/8K stays within memory. Input any format; output RGBS.
+
+    ``keep_tone``: take only the network's detail and keep the source's tone and colour at low
+    frequencies (below 1/8 of the frame size): the anime-trained model brightens photographic
+    footage (measured on the bench: +0.9 L* on the mean colour, enough to undo a colour match).
 
     Backends: CUDA (torch, fp16 by default); OpenVINO through vs-mlrt on the CPU (the ONNX
     export beside the weights, f32 inference: about 3x faster than torch here); torch CPU."""
@@ -464,7 +469,22 @@ def upscale_esrgan(
     if scale != net_scale:
         up = core.resize.Bicubic(up, clip.width * scale, clip.height * scale, filter_param_a=0,
                                  filter_param_b=0.5)  # fmt: skip
+    if keep_tone:
+        up = _transfer_low_frequencies(up, clip)
     return up
+
+
+def _transfer_low_frequencies(detail: vs.VideoNode, tone: vs.VideoNode, factor: int = 8) -> vs.VideoNode:
+    """``detail`` with its low frequencies replaced by those of ``tone`` (RGBS, any sizes):
+    detail - blur(detail) + blur(tone), the blur being a resize to 1/``factor`` and back."""
+    w, h = detail.width, detail.height
+    sw, sh = max(4, w // factor), max(4, h // factor)
+
+    def blur(c: vs.VideoNode) -> vs.VideoNode:
+        return core.resize.Bicubic(core.resize.Bilinear(c, sw, sh), w, h)
+
+    out = core.std.Expr([detail, blur(detail), blur(tone)], "x y - z + 0 max 1 min")
+    return core.std.CopyFrameProps(out, detail)
 
 
 def _cuda_available() -> bool:

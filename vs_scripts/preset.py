@@ -99,6 +99,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("upscale", "model", "str", "off", "Super-resolution model.", choices=UPSCALE_MODELS),
     Key("upscale", "scale", "int", 4, "Network scale (x2/x3 resample the x4 result).", lo=2, hi=4),
     Key("upscale", "tile", "int", 0, "Tile size in pixels (0 = whole frame).", lo=0, hi=4096),
+    Key(
+        "upscale", "keep_tone", "bool", True,
+        "Keep the source's tone and colour at low frequencies; take only the network's detail.",
+    ),  # fmt: skip
     Key("ai", "backend", "str", "auto", "Where the networks run.", choices=BACKENDS),
     Key("ai", "precision", "str", "auto", "fp16 on CUDA, fp32 on CPU by default.", choices=PRECISIONS),
     Key("ai", "order", "str", "interpolate-first", "Stage order.", choices=ORDERS),
@@ -243,6 +247,7 @@ class UpscaleSection:
     model: str = "off"
     scale: int = 4
     tile: int = 0
+    keep_tone: bool = True
 
 
 @dataclass(frozen=True, slots=True)

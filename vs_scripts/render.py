@@ -262,7 +262,7 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
     )
     upscale = (
         f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
-        f"tile={int(preset.upscale.tile)}, {ai})"
+        f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, {ai})"
     )
     stages = []
     if plan.interpolate:
