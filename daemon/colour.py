@@ -5,10 +5,12 @@
   distribution in CIELAB.
 * :func:`choose_reference` takes the user's reference (a ``ref`` marker in the file name) or the
   clip that needs the least correction, and says why.
-* :func:`fit_match` fits a correction to the reference in CIELAB: a monotone tone curve on L*
-  from trimmed percentiles (handles gamma, contrast and exposure), and an offset plus a common
-  chroma scale on a*, b* (white balance and saturation). Robust to framing differences between
-  takes of one scene; refuses clips of another scene instead of forcing them.
+* :func:`fit_match` first registers the clip's sampled frames onto the reference's (SIFT +
+  RANSAC homography: takes of one scene share a background) and fits a primary grade
+  (saturation, contrast, gamma, white-balance gains, exposure, offsets) to the corresponding
+  pixels, robustly. Where nothing registers it falls back to statistics in CIELAB: a monotone
+  tone curve on L* from trimmed percentiles and an offset plus chroma scale on a*, b*; and
+  refuses clips of another scene instead of forcing them.
 * :func:`bake_lut` turns the correction into a 33³ ``.cube`` (Resolve/ffmpeg ``lut3d``) with a
   strength setting, highlight roll-off and skin-tone protection.
 """
@@ -72,9 +74,13 @@ class ClipStats:
     cut_at: int | None  # first scene cut found (frame index), if any
     saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
     saliency_y: list[float] = field(default_factory=list)  # ... per row bin
+    # the sampled frames (uint8 RGB), kept in memory for registration; never serialised
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("samples", None)
+        return out
 
 
 def noise_sigma(luma: np.ndarray) -> float:
@@ -162,6 +168,7 @@ def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarr
     pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
     dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in zip(frames, frames[1:], strict=False)]
     sal_x, sal_y = saliency_profiles(frames)
+    samples = (np.clip(stack, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return ClipStats(
         name=name,
         frames_sampled=len(frames),
@@ -176,6 +183,7 @@ def analyse_frames(name: str, frames: list[np.ndarray], full_luma: list[np.ndarr
         cut_at=cut_at,
         saliency_x=sal_x,
         saliency_y=sal_y,
+        samples=samples,
     )
 
 
@@ -248,9 +256,106 @@ class Match:
     ab_centre: list[float] = field(default_factory=lambda: [0.0, 0.0])
     chroma_scale: float = 1.0
     delta_e_before: float = 0.0
+    method: str = "statistics"  # or "registered"
+    grade: list[float] = field(default_factory=list)  # GRADE_KEYS, for "registered"
+    pairs: int = 0  # corresponding pixels the registered fit used
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        if self.grade:
+            out["grade"] = dict(zip(GRADE_KEYS, (round(v, 4) for v in self.grade), strict=True))
+        return out
+
+
+# -- registration: the shared background tells the cast directly ------------------------------
+
+#: a colourist's primary grade, applied in this order (the inverse of how a cast is usually
+#: made): saturation, contrast about mid-grey, gamma, white balance gains (linear light, green
+#: fixed) with exposure, then an offset per channel
+GRADE_KEYS = ("saturation", "contrast", "gamma", "gain_r", "gain_b", "exposure",
+              "offset_r", "offset_g", "offset_b")  # fmt: skip
+IDENTITY_GRADE = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+GRADE_BOUNDS = ((0.5, 1.8), (0.6, 1.6), (0.6, 1.6), (0.7, 1.4), (0.7, 1.4), (0.6, 1.6),
+                (-0.1, 0.1), (-0.1, 0.1), (-0.1, 0.1))  # fmt: skip
+_LUMA709 = np.array([0.2126, 0.7152, 0.0722])
+
+
+def apply_grade(rgb: np.ndarray, g: list[float] | tuple[float, ...]) -> np.ndarray:
+    """The grade on gamma-encoded RGB in 0..1 (any shape ending in 3)."""
+    sat, contrast, gamma, gain_r, gain_b, exposure, *offset = g
+    y = np.clip(rgb, 0.0, 1.0)
+    luma = (y @ _LUMA709)[..., None]
+    y = luma + sat * (y - luma)
+    y = (y - 0.5) * contrast + 0.5
+    y = np.clip(y, 1e-6, 1.0) ** gamma
+    lin = y**2.2 * np.array([gain_r, 1.0, gain_b]) * exposure
+    return np.clip(np.clip(lin, 0.0, 1.0) ** (1 / 2.2) + np.array(offset), 0.0, 1.0)
+
+
+def register_pairs(
+    src: np.ndarray, ref: np.ndarray, *, min_inliers: int = 25, step: int = 3
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Corresponding pixels of two takes of one scene: each sampled ``src`` frame is matched
+    (SIFT, ratio test, RANSAC homography) to the ``ref`` frame it overlaps best, warped onto
+    it, and the overlap (eroded at the edges) gives pixel pairs. ``None`` when no frame
+    registers: a different scene, or too little shared texture."""
+    import cv2
+
+    def gray(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.mean(axis=-1).astype(np.uint8))
+
+    sift = cv2.SIFT_create(nfeatures=1500)
+    refs = [sift.detectAndCompute(gray(r), None) for r in ref]
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    got_s, got_r = [], []
+    for frame in src:
+        ks, ds = sift.detectAndCompute(gray(frame), None)
+        if ds is None or len(ks) < min_inliers:
+            continue
+        best = None
+        for j, (kr, dr) in enumerate(refs):
+            if dr is None or len(kr) < min_inliers:
+                continue
+            knn = matcher.knnMatch(ds, dr, k=2)
+            good = [m for m, n in (x for x in knn if len(x) == 2) if m.distance < 0.75 * n.distance]
+            if len(good) < min_inliers:
+                continue
+            p1 = np.float32([ks[m.queryIdx].pt for m in good])
+            p2 = np.float32([kr[m.trainIdx].pt for m in good])
+            h, inliers = cv2.findHomography(p1, p2, cv2.RANSAC, 3.0)
+            if h is None:
+                continue
+            count = int(inliers.sum())
+            if count >= min_inliers and (best is None or count > best[0]):
+                best = (count, j, h)
+        if best is None:
+            continue
+        _, j, h = best
+        height, width = ref[j].shape[:2]
+        warped = cv2.warpPerspective(frame.astype(np.float32), h, (width, height))
+        valid = cv2.warpPerspective(np.ones(frame.shape[:2], np.uint8), h, (width, height),
+                                    flags=cv2.INTER_NEAREST)  # fmt: skip
+        valid = cv2.erode(valid, np.ones((7, 7), np.uint8)) > 0
+        got_s.append(warped[valid][::step] / 255.0)
+        got_r.append(ref[j][valid][::step] / 255.0)
+    if not got_s:
+        return None
+    return np.concatenate(got_s), np.concatenate(got_r)
+
+
+def fit_grade(src: np.ndarray, ref: np.ndarray, *, keep: float = 80.0) -> list[float]:
+    """The grade taking ``src`` pixels to their ``ref`` partners: a robust (L1) fit, then a
+    least-squares refit on the ``keep`` % best-agreeing pairs, so moving subjects and small
+    misregistrations (the rest) do not pull it."""
+    from scipy.optimize import minimize
+
+    first = minimize(lambda g: float(np.mean(np.abs(apply_grade(src, g) - ref))),
+                     list(IDENTITY_GRADE), method="Powell", bounds=GRADE_BOUNDS)  # fmt: skip
+    err = np.abs(apply_grade(src, first.x) - ref).sum(axis=1)
+    sel = err <= np.percentile(err, keep)
+    second = minimize(lambda g: float(np.mean((apply_grade(src[sel], g) - ref[sel]) ** 2)),
+                      first.x, method="L-BFGS-B", bounds=GRADE_BOUNDS)  # fmt: skip
+    return [float(v) for v in second.x]
 
 
 def scene_distance(a: ClipStats, b: ClipStats) -> float:
@@ -271,6 +376,15 @@ def fit_match(src: ClipStats, ref: ClipStats, *, max_distance: float = 1.6) -> M
     if src.name == ref.name:
         return Match(src.name, ref.name, False, "this is the reference")
     before = delta_e(np.array(src.lab_mean), np.array(ref.lab_mean))
+    if src.samples is not None and ref.samples is not None:
+        found = register_pairs(src.samples, ref.samples)
+        if found is not None and len(found[0]) >= 2000:
+            grade = fit_grade(*found)
+            return Match(
+                src.name, ref.name, True,
+                f"matched on {len(found[0])} corresponding pixels of the scene both show",
+                delta_e_before=before, method="registered", grade=grade, pairs=len(found[0]),
+            )  # fmt: skip
     dist = scene_distance(src, ref)
     if dist > max_distance:
         return Match(src.name, ref.name, False,
@@ -329,6 +443,10 @@ def bake_lut(m: Match, *, size: int = 33, strength: float = 1.0) -> np.ndarray:
     rgb = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
     if not m.applied:
         return rgb
+    if m.method == "registered":
+        # measured on corresponding pixels, so applied as fitted, skin and highlights included
+        # (the fit reproduces what the reference shows there)
+        return np.clip(rgb + (apply_grade(rgb, m.grade) - rgb) * strength, 0.0, 1.0)
     lab = apply_match(rgb_to_lab(rgb), m, strength=strength)
     out = lab_to_rgb(lab)
     # soft clip instead of hard clip near the gamut edges
