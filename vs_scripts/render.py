@@ -44,7 +44,7 @@ FIT_NAMES = {"pad": "PAD", "crop": "CROP", "stretch": "STRETCH", "blur": "BLUR",
 KERNEL_NAMES = {"spline36": "SPLINE36", "lanczos": "LANCZOS", "bicubic": "BICUBIC",
                 "bilinear": "BILINEAR"}  # fmt: skip
 BACKEND_NAMES = {"auto": "AUTO", "cpu": "CPU", "cuda": "CUDA", "openvino": "OPENVINO"}
-PRECISION_NAMES = {"auto": "AUTO", "fp32": "FP32", "fp16": "FP16"}
+PRECISION_NAMES = {"auto": "AUTO", "fp32": "FP32", "fp16": "FP16", "bf16": "BF16"}
 DENOISE_FUNCS = {"dfttest": "denoise_dfttest", "degrain": "denoise_degrain",
                  "temporal": "denoise_temporal"}  # fmt: skip
 
