@@ -216,9 +216,12 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
 
     def _model_paths(self, plan: ScriptPlan) -> dict[str, str]:
-        from daemon.models import require
+        from daemon.models import model_dir, require
 
-        return {arg: str(require(name)) for arg, name in model_args(self.preset, plan).items()}
+        out = {arg: str(require(name)) for arg, name in model_args(self.preset, plan).items()}
+        if self.preset.ai.tensorrt and plan.upscale:
+            out["engine_cache"] = str(model_dir() / "tensorrt")  # engines built once, reused
+        return out
 
     def _expects_audio(self, media: MediaInfo) -> bool:
         a = self.preset.audio

@@ -425,7 +425,7 @@ def interpolate_rife(
 def upscale_esrgan(
     clip: vs.VideoNode, *, model: str, scale: int = 4, tile: int = 0,
     backend: Backend = Backend.AUTO, precision: Precision = Precision.AUTO,
-    keep_tone: bool = True,
+    keep_tone: bool = True, tensorrt: bool = False, engine_cache: str = "",
 ) -> vs.VideoNode:  # fmt: skip
     """Real-ESRGAN (SRVGGNetCompact) x``scale``, in ``tile``-pixel tiles (0 = whole frame) with
     overlap so 4K/8K stays within memory. Input any format; output RGBS.
@@ -472,6 +472,8 @@ def upscale_esrgan(
             config=lambda: {"INFERENCE_PRECISION_HINT": hint}, **kwargs,
         )  # fmt: skip
         up = core.std.CopyFrameProps(core.std.Expr(up, "x 0 max 1 min"), clip)  # as torch clamps
+    elif tensorrt:
+        up = _upscale_tensorrt(clip, model, tile, precision, engine_cache)
     else:
         up = _upscale_torch(clip, model, net_scale, tile, backend, precision)
     if scale != net_scale:
@@ -493,6 +495,30 @@ def _transfer_low_frequencies(detail: vs.VideoNode, tone: vs.VideoNode, factor: 
 
     out = core.std.Expr([detail, blur(detail), blur(tone)], "x y - z + 0 max 1 min")
     return core.std.CopyFrameProps(out, detail)
+
+
+def _upscale_tensorrt(
+    clip: vs.VideoNode, model: str, tile: int, precision: Precision, engine_cache: str
+) -> vs.VideoNode:
+    """On NVIDIA with TensorRT: HolyWu's vsrealesrgan builds an engine for the clip's shape
+    once (cached in ``engine_cache``) and runs it, fp16 unless fp32 is asked for."""
+    import contextlib
+    import sys
+
+    if not _cuda_available():
+        raise vs.Error("upscale_esrgan: tensorrt needs an NVIDIA GPU with CUDA")
+    with contextlib.redirect_stdout(sys.stderr):
+        from vsrealesrgan import realesrgan
+
+        half = precision is not Precision.FP32
+        rgb = core.resize.Point(clip, format=vs.RGBH) if half else clip
+        if engine_cache:
+            os.makedirs(engine_cache, exist_ok=True)
+        up = realesrgan(
+            rgb, model_path=model, tile=[tile, tile] if tile else [0, 0], trt=True,
+            **({"trt_cache_dir": engine_cache} if engine_cache else {}),
+        )  # fmt: skip
+    return core.resize.Point(up, format=vs.RGBS) if half else up
 
 
 def cpu_has_bf16() -> bool:

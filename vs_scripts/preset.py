@@ -111,6 +111,10 @@ SCHEMA: tuple[Key, ...] = (
         choices=PRECISIONS,
     ),  # fmt: skip
     Key("ai", "order", "str", "interpolate-first", "Stage order.", choices=ORDERS),
+    Key(
+        "ai", "tensorrt", "bool", False,
+        "On NVIDIA, run the upscaler as a TensorRT engine (built once per shape, cached).",
+    ),  # fmt: skip
     Key("colour", "match", "bool", True, "Match each clip to its batch's reference look."),
     Key("colour", "strength", "float", 1.0, "How much of the colour match to apply.", lo=0.0, hi=1.0),
     Key(
@@ -260,6 +264,7 @@ class AiSection:
     backend: str = "auto"
     precision: str = "auto"
     order: str = "interpolate-first"
+    tensorrt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

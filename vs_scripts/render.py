@@ -262,7 +262,8 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
     )
     upscale = (
         f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
-        f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, {ai})"
+        f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, {ai}"
+        + (", tensorrt=True, engine_cache=engine_cache)" if preset.ai.tensorrt else ")")
     )
     stages = []
     if plan.interpolate:
@@ -291,6 +292,8 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
         "",
         "src = fl.script_arg(globals(), 'src')",
         "cache = fl.script_arg(globals(), 'cache', default='')",
+        *(["engine_cache = fl.script_arg(globals(), 'engine_cache', default='')"]
+          if preset.ai.tensorrt and plan.upscale else []),
         *(["lut = fl.script_arg(globals(), 'lut')"] if tuning.lut else []),
         *(f"{arg} = fl.script_arg(globals(), '{arg}')" for arg in model_args(preset, plan)),
         "",

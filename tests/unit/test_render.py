@@ -76,3 +76,25 @@ def test_source_size_kept_even_and_rotation_swaps() -> None:
     assert (plan.width, plan.height) == (640, 360)
     plan = plan_script(preset, media(rotation=90))
     assert (plan.width, plan.height) == (360, 640)
+
+
+def test_tensorrt_engine_cache_arrives_as_an_argument() -> None:
+    preset = load_preset('[upscale]\nmodel = "realesr-animevideov3"\n[ai]\ntensorrt = true\n')
+    text = render_script(preset, media())
+    assert "engine_cache = fl.script_arg(globals(), 'engine_cache', default='')" in text
+    assert "tensorrt=True, engine_cache=engine_cache)" in text
+    ast.parse(text)
+    plain = render_script(load_preset('[upscale]\nmodel = "realesr-animevideov3"\n'), media())
+    assert "engine_cache" not in plain and "tensorrt" not in plain
+
+
+def test_saliency_crop_focus_is_a_typed_number() -> None:
+    from vs_scripts.render import Tuning, crop_focus
+
+    preset = load_preset('[frame]\nwidth = 1080\nheight = 1920\nfit = "saliency"\n')
+    text = render_script(preset, media(), Tuning(focus=0.8125))
+    assert "fit=fl.Fit.CROP, kernel=fl.Kernel.SPLINE36, focus=0.8125)" in text
+    flat = [1.0] * 32
+    right = [0.1] * 24 + [2.0] * 8
+    assert crop_focus(flat, 0.316) == 0.5  # nothing stands out: a steady centre crop
+    assert crop_focus(right, 0.316) == 1.0  # the subject at the right edge
