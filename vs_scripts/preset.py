@@ -524,6 +524,12 @@ def _cross_checks(p: Preset, source: str) -> list[str]:
             f"{source}: [audio] codec = {p.audio.codec!r} cannot go in a "
             f"{p.preset.container!r} file; use one of {', '.join(map(repr, acont))}."
         )
+    if v.encoder == "x264" and v.crf < 1 and not v.pixel_format.startswith("yuv444"):
+        out.append(
+            f"{source}: [video] crf = {v.crf:g} makes x264 lossless, which its "
+            f"{v.pixel_format!r} profile cannot carry; use crf >= 1, pixel_format 'yuv444p10', "
+            "or encoder 'ffv1' for a lossless master."
+        )
     if p.ai.precision == "fp16" and p.ai.backend == "cpu":
         out.append(f"{source}: [ai] precision = 'fp16' needs backend 'cuda' or 'auto'; use 'fp32' on CPU.")
     q = p.qc

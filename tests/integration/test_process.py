@@ -253,3 +253,33 @@ def test_relative_paths(clip_factory, tmp_path: Path, test_presets) -> None:
                      cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert int(streams(tmp_path / "out" / "rel.mp4")["video"]["nb_read_packets"]) == 6
+
+
+def test_a_plain_pass_keeps_levels_and_colours(tmp_path: Path) -> None:
+    """No restoration, no AI: the output must show the source's picture. Guards the two colour
+    bugs found on the bench: full-range pixels tagged limited (resize's numeric range is the
+    opposite of _ColorRange) and a guessed SMPTE-C -> BT.709 gamut conversion of untagged SD."""
+    import numpy as np
+
+    src = tmp_path / "bars.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=640x360:rate=12:duration=0.5", "-c:v", "libx264", "-qp", "0",
+                    "-pix_fmt", "yuv420p", "file:" + str(src)], check=True)  # untagged SD  # fmt: skip
+    preset = tmp_path / "plain.toml"
+    preset.write_text('[restore]\nauto = false\n[colour]\nmatch = false\nstabilise = false\n'
+                      '[video]\nencoder = "x264"\npixel_format = "yuv420p"\ncrf = 1.0\n'
+                      'speed = "ultrafast"\n[audio]\ncodec = "none"\n')  # fmt: skip
+    out = tmp_path / "plain.mp4"
+    res = finishline("process", str(src), "--preset", str(preset), "-o", str(out))
+    assert res.returncode == 0, res.stderr
+
+    def rgb(path: Path) -> np.ndarray:
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", "file:" + str(path), "-frames:v", "1",
+                              "-vf", "format=rgb24", "-f", "rawvideo", "-"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+        return np.frombuffer(raw, np.uint8).astype(np.float64)
+
+    a, b = rgb(src), rgb(out)
+    psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
+    assert psnr > 35, f"the plain pass changed the picture: {psnr:.1f} dB"
+    assert abs(a.mean() - b.mean()) < 1.0
