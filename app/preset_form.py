@@ -144,8 +144,7 @@ class PresetForm(VerticalScroll):
     @on(Select.Changed)
     @on(Checkbox.Changed)
     def _changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
-        widget = event.control if hasattr(event, "control") else None
-        fid = getattr(widget, "id", None)
+        fid = event.control.id
         key = self._by_id.get(fid or "")
         if key is None:
             return

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from daemon import commands as C
 from daemon.errors import AppError, EncodeError, QcError
 from daemon.files import atomic_write
 from daemon.measure import measure
+from daemon.pipeline import parse_loudnorm_json, partial_path
 from daemon.probe import probe
 from daemon.qc import Report, evaluate
 from daemon.tools import find_tool, run_capture, tail
@@ -124,11 +124,9 @@ def assemble(
         res = run_capture(cmd, timeout=3600)
         if res.returncode != 0:
             raise EncodeError("sequence loudness", [cmd], [res.returncode], [tail(res.stderr)])
-        from daemon.pipeline import parse_loudnorm_json
-
         loudness = parse_loudnorm_json(res.stderr)
     work.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.{os.getpid()}.{time.monotonic_ns()}.partial{output.suffix}")
+    partial = partial_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         cmd = C.sequence_command(preset, spans, output=str(partial), loudness=loudness,

@@ -213,8 +213,7 @@ def mux_command(
     if source_audio:
         cmd += ["-i", media_arg(src)]
     elif silence:
-        layout = "stereo" if a.channels == 2 else "mono" if a.channels == 1 else f"{a.channels}c"
-        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={layout}"]
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={channel_layout(a.channels)}"]
     cmd += ["-map", "0:v:0", "-c:v", "copy", *video_tag_args(preset)]
     if source_audio or silence:
         filters = audio_sync_filters(media, duration) if source_audio else [
@@ -226,6 +225,10 @@ def mux_command(
         cmd += ["-map", "1:a:0", "-af", ",".join(filters), *audio_codec_args(preset)]
     cmd += [*container_args(preset), output]
     return cmd
+
+
+def channel_layout(channels: int) -> str:
+    return "stereo" if channels == 2 else "mono" if channels == 1 else f"{channels}c"
 
 
 def _no_edit_lists(preset: Preset) -> bool:
@@ -309,7 +312,7 @@ def sequence_filters(
     ``[aout]``, ending in a loudness measurement, when ``measure``)."""
     a = preset.audio
     rate = f"{fps.numerator}/{fps.denominator}"
-    layout = "stereo" if a.channels == 2 else "mono" if a.channels == 1 else f"{a.channels}c"
+    layout = channel_layout(a.channels)
     d = crossfade / fps
     parts: list[str] = []
     for i, s in enumerate(spans):

@@ -27,7 +27,7 @@ from daemon import commands as C
 from daemon.errors import AppError, EncodeError, ProbeError, QcError, VerifyError
 from daemon.files import atomic_write
 from daemon.measure import measure
-from daemon.qc import Report, evaluate
+from daemon.qc import VIDEO_CODECS, Report, evaluate
 from daemon.probe import probe
 from daemon.tools import find_tool, run_capture, tail
 from vs_scripts.media import MediaInfo
@@ -458,13 +458,11 @@ def parse_loudnorm_json(stderr: str) -> C.Loudness:
 # -- verification ------------------------------------------------------------------------------
 
 
-def quality_control(path: Path, preset: Preset, plan: ScriptPlan | None, *, name: str) -> Report:
+def quality_control(path: Path, preset: Preset, plan: ScriptPlan, *, name: str) -> Report:
     """Measure ``path`` and check it against the preset's spec; raise :class:`QcError` with
     the whole report when a check fails."""
-    report = evaluate(
-        measure(path), preset, file=name, width=plan.width if plan else None,
-        height=plan.height if plan else None, fps=plan.fps if plan else None,
-    )  # fmt: skip
+    report = evaluate(measure(path), preset, file=name, width=plan.width, height=plan.height,
+                      fps=plan.fps)  # fmt: skip
     if not report.passed:
         raise QcError(report)
     return report
@@ -497,8 +495,7 @@ def verify_output(path: Path, preset: Preset, plan: ScriptPlan, *, expect_audio:
         num, den = (int(x) for x in rate.split("/"))
         if den == 0 or abs(num / den - float(plan.fps)) > 1e-3:
             problems.append(f"frame rate {rate}, expected {C.fps_text(plan.fps)}")
-    expected_codec = {"x265": "hevc", "x264": "h264", "prores": "prores", "dnxhr": "dnxhd",
-                      "ffv1": "ffv1"}[preset.video.encoder]  # fmt: skip
+    expected_codec = VIDEO_CODECS[preset.video.encoder]
     if v.get("codec_name") != expected_codec:
         problems.append(f"video codec {v.get('codec_name')}, expected {expected_codec}")
     names = plan.output_colour.names

@@ -1,17 +1,18 @@
 """Output QC: is this file what the preset's platform accepts?
 
-Pure rules over measured :class:`Facts` (standard library only; :mod:`daemon.measure` does the
-measuring). Every check has a name, a verdict and a sentence; a failed check fails the job and
+Pure rules over measured :class:`Facts` (no I/O; :mod:`daemon.measure` does the measuring). Every check has a name, a verdict and a sentence; a failed check fails the job and
 its sentence goes into the error report.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from daemon.commands import FFMPEG_PIX_FMTS
 from vs_scripts.preset import Preset
+from vs_scripts.render import output_colour
 
 #: ffprobe codec_name and profile wanted for each encoder and pixel format
 VIDEO_CODECS = {"x265": "hevc", "x264": "h264", "prores": "prores", "dnxhr": "dnxhd",
@@ -37,16 +38,6 @@ PRORES_PROFILES = {"proxy": "Proxy", "lt": "LT", "standard": "Standard", "hq": "
                    "4444": "4444"}  # fmt: skip
 DNXHR_PROFILES = {"dnxhr_lb": "DNXHR LB", "dnxhr_sq": "DNXHR SQ", "dnxhr_hq": "DNXHR HQ",
                   "dnxhr_hqx": "DNXHR HQX", "dnxhr_444": "DNXHR 444"}  # fmt: skip
-PIX_FMTS = {"yuv420p": "yuv420p", "yuv420p10": "yuv420p10le", "yuv422p10": "yuv422p10le",
-            "yuv444p10": "yuv444p10le"}  # fmt: skip
-COLOUR_NAMES = {
-    "matrix": {"bt709": "bt709", "bt601": "smpte170m", "bt2020nc": "bt2020nc"},
-    "transfer": {"bt709": "bt709", "bt601": "smpte170m", "srgb": "iec61966-2-1",
-                 "bt2020-10": "bt2020-10"},  # fmt: skip
-    "primaries": {"bt709": "bt709", "bt601-625": "bt470bg", "bt601-525": "smpte170m",
-                  "bt2020": "bt2020"},  # fmt: skip
-    "range": {"limited": "tv", "full": "pc"},
-}
 STANDARD_RATES = tuple(Fraction(n, d) for n, d in (
     (24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (48, 1), (50, 1), (60000, 1001),
     (60, 1), (120, 1),
@@ -82,7 +73,6 @@ class Facts:
     audio_duration: float | None = None
     loudness_lufs: float | None = None
     true_peak_db: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +162,7 @@ def evaluate(
         check("profile", facts.video_profile == profile or within,
               f"{facts.video_profile or 'unknown'} (wanted {profile}"
               f"{'; a subset of it' if within else ''})")  # fmt: skip
-    pix = PIX_FMTS[v.pixel_format]
+    pix = FFMPEG_PIX_FMTS[v.pixel_format]
     check("pixel format", facts.pix_fmt == pix, f"{facts.pix_fmt} (wanted {pix})")
     want_w = width if width is not None else preset.frame.width or None
     want_h = height if height is not None else preset.frame.height or None
@@ -199,10 +189,11 @@ def evaluate(
         check("GOP", 0 < facts.max_keyframe_interval <= gop,
               f"longest GOP {facts.max_keyframe_interval} frames (at most {gop}: "
               f"{v.gop_seconds:g} s)")  # fmt: skip
+    wanted_colour = output_colour(preset).names
     for key, got in facts.colour.items():
         if key == "range" and v.encoder == "ffv1" and got in ("", "unknown"):
             continue  # FFV1 in QuickTime has nowhere to store the range flag
-        want = COLOUR_NAMES[key][getattr(v, key)]
+        want = wanted_colour[key]
         check(f"colour {key}", got == want, f"{got or 'untagged'} (wanted {want})")
     cap = q.max_video_kbps
     if cap is not None:

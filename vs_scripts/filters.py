@@ -183,11 +183,8 @@ def fit_frame(
     if fit is Fit.BLUR:
         return _fit_over_blur(clip, width, height, kernel, sar)
     if fit is Fit.PAD:
-        scale = min(width / src_w, height / src_h)
-        w = min(width, int(round(src_w * scale / 2)) * 2)
-        h = min(height, int(round(src_h * scale / 2)) * 2)
+        w, h, left, top = _fit_inside(src_w, src_h, width, height)
         clip = resize(clip, w, h)
-        left, top = (width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2
         if (w, h) == (width, height):
             return clip
         return _pad_black(clip, left, width - w - left, top, height - h - top)
@@ -201,16 +198,22 @@ def fit_frame(
     )  # fmt: skip
 
 
+def _fit_inside(src_w: float, src_h: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Size (even) of a ``src_w``x``src_h`` picture fitted inside ``width``x``height``, and
+    the even left/top offsets that centre it."""
+    scale = min(width / src_w, height / src_h)
+    w = min(width, int(round(src_w * scale / 2)) * 2)
+    h = min(height, int(round(src_h * scale / 2)) * 2)
+    return w, h, (width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2
+
+
 def _fit_over_blur(
     clip: vs.VideoNode, width: int, height: int, kernel: Kernel, sar: float
 ) -> vs.VideoNode:
     """The whole picture fitted inside the frame, the bands around it filled with the same
     picture cropped to cover, blurred hard and darkened (the usual 16:9-in-9:16 look)."""
     resize = getattr(core.resize, kernel.value)
-    src_w, src_h = clip.width * sar, clip.height
-    scale = min(width / src_w, height / src_h)
-    w = min(width, int(round(src_w * scale / 2)) * 2)
-    h = min(height, int(round(src_h * scale / 2)) * 2)
+    w, h, left, top = _fit_inside(clip.width * sar, clip.height, width, height)
     if (w, h) == (width, height):
         return resize(clip, width, height)
     fg = resize(clip, w, h)
@@ -220,7 +223,6 @@ def _fit_over_blur(
     bg = core.std.BoxBlur(bg, hradius=2, hpasses=2, vradius=2, vpasses=2)
     bg = core.resize.Bicubic(bg, width, height)
     bg = _darken(bg, 0.6)
-    left, top = (width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2
     if h < height:
         parts = [core.std.Crop(bg, bottom=height - top)] if top else []
         parts.append(fg)
@@ -239,24 +241,27 @@ def _darken(clip: vs.VideoNode, gain: float) -> vs.VideoNode:
     fmt = clip.format
     if fmt.color_family != vs.YUV:
         return core.std.Expr(clip, f"x {gain} *")
-    full = is_full_range(clip.get_frame(0).props)
     if fmt.sample_type == vs.FLOAT:
         return core.std.Expr(clip, [f"x {gain} *", f"x {gain} *"])
-    black = 0 if full else 16 << (fmt.bits_per_sample - 8)
-    mid = 1 << (fmt.bits_per_sample - 1)
+    black, mid = _black_and_neutral(clip)
     return core.std.Expr(clip, [f"x {black} - {gain} * {black} +", f"x {mid} - {gain} * {mid} +"])
+
+
+def _black_and_neutral(clip: vs.VideoNode) -> tuple[int, int]:
+    """Integer YUV: the black luma code (by the clip's range) and the neutral chroma code."""
+    bits = clip.format.bits_per_sample
+    black = 0 if is_full_range(clip.get_frame(0).props) else 16 << (bits - 8)
+    return black, 1 << (bits - 1)
 
 
 def _pad_black(clip: vs.VideoNode, left: int, right: int, top: int, bottom: int) -> vs.VideoNode:
     fmt = clip.format
     if fmt.color_family == vs.YUV:
-        peak = (1 << fmt.bits_per_sample) - 1 if fmt.sample_type == vs.INTEGER else 1.0
-        full = is_full_range(clip.get_frame(0).props)
         if fmt.sample_type == vs.FLOAT:
             color = [0.0, 0.0, 0.0]
         else:
-            black = 0 if full else 16 << (fmt.bits_per_sample - 8)
-            color = [black, (peak + 1) // 2, (peak + 1) // 2]
+            black, neutral = _black_and_neutral(clip)
+            color = [black, neutral, neutral]
     else:
         color = [0] * fmt.num_planes
     return core.std.AddBorders(clip, left, right, top, bottom, color=color)

@@ -105,11 +105,18 @@ def source_colour(media: MediaInfo) -> tuple[Colour, bool]:
     return Colour(matrix, transfer, primaries, rng), assumed
 
 
+def display_size(media: MediaInfo) -> tuple[int, int]:
+    """The source's width and height as shown, after its rotation."""
+    if media.rotation in (90, 270):
+        return media.height, media.width
+    return media.width, media.height
+
+
 def output_size(preset: Preset, media: MediaInfo) -> tuple[int, int]:
     w, h = preset.frame.width, preset.frame.height
     if w and h:
         return w, h
-    sw, sh = (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
+    sw, sh = display_size(media)
     return sw - sw % 2, sh - sh % 2
 
 
@@ -201,7 +208,7 @@ def crop_axis(preset: Preset, media: MediaInfo) -> tuple[str, float] | None:
     """Which axis a cover-crop cuts and the share of it that stays: ``("x", 0.316)`` for
     16:9 into 9:16; ``None`` when nothing is cut."""
     width, height = output_size(preset, media)
-    sw, sh = (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
+    sw, sh = display_size(media)
     src_aspect, out_aspect = sw / sh, width / height
     if abs(src_aspect - out_aspect) < 1e-3:
         return None
@@ -235,7 +242,6 @@ def tune(preset: Preset, *, noise: float, blockiness: float, lut: bool,
     """Strengths from measurements: a clean clip is not denoised hard, a blocky one gets more
     deblocking. ``noise`` is the luma sigma in 8-bit code values, ``blockiness`` the 8x8 grid
     edge ratio (1 = none)."""
-    focus = focus if preset.frame.fit == "saliency" else None
     if not preset.restore.auto:
         return Tuning(lut=lut, focus=focus)
     denoise = round(min(3.0, max(0.0, (noise - 0.6) / 1.5)), 2)
