@@ -2,7 +2,7 @@
 VENV ?= .venv
 SAMPLE_DIR ?= sample
 
-.PHONY: run test setup sample
+.PHONY: run test setup sample lint
 
 setup:
 	@scripts/setup.sh
@@ -27,5 +27,11 @@ sample:
 	    -f lavfi -i "sine=frequency=330:sample_rate=44100:duration=2" \
 	    -c:v libx264 -crf 36 -pix_fmt yuv420p -c:a aac -shortest $(SAMPLE_DIR)/ai-clip-12fps.mp4
 
-test: setup
+# Lint (ruff check + format check) and the import contract run before the tests.
+test: setup lint
 	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check app daemon vs_scripts tests bench setup.py
+	$(VENV)/bin/ruff format --check app daemon vs_scripts tests bench setup.py
+	$(VENV)/bin/lint-imports

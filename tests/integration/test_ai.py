@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import vapoursynth as vs
 
-from daemon import models
-from tests.integration.test_process import finishline, streams
-from vs_scripts import filters as fl
+from daemon.engine import models
+from tests.helpers import finishline, psnr, streams
+from vs_scripts.runtime import filters as fl
 
 core = vs.core
 SITE = Path(models.__file__)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def rgb_frames(clip: vs.VideoNode) -> list[np.ndarray]:
@@ -54,14 +49,20 @@ def test_converted_esrgan_matches_the_ncnn_runtime(models_dir: Path) -> None:
     ncnn = pytest.importorskip("ncnn")
     import torch
 
-    from vs_scripts.nets import load_network
+    from vs_scripts.runtime.nets import load_network
 
     spec = models.MODELS["realesr-animevideov3"]
     param = models._package_file(spec.offline_package, spec.offline_files[0])
     weights = models._package_file(spec.offline_package, spec.offline_files[1])
     net = ncnn.Net()
-    for opt in ("use_vulkan_compute", "use_winograd_convolution", "use_sgemm_convolution",
-                "use_fp16_storage", "use_fp16_arithmetic", "use_fp16_packed"):  # fmt: skip
+    for opt in (
+        "use_vulkan_compute",
+        "use_winograd_convolution",
+        "use_sgemm_convolution",
+        "use_fp16_storage",
+        "use_fp16_arithmetic",
+        "use_fp16_packed",
+    ):
         setattr(net.opt, opt, False)
     net.load_param(str(param))
     net.load_model(str(weights))
@@ -81,21 +82,23 @@ def test_rife_midpoint_beats_a_blend(models_dir: Path) -> None:
     frames = [scene(shift=0), scene(shift=8)]
     truth = scene(shift=4)
     clip = to_clip(frames)
-    out = fl.interpolate_rife(clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"),
-                              backend=fl.Backend.CPU)  # fmt: skip
+    out = fl.interpolate_rife(
+        clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"), backend=fl.Backend.CPU
+    )
     got = rgb_frames(out)
     assert len(got) == 4
     blend = (frames[0] + frames[1]) / 2
     assert np.array_equal(got[0], frames[0])  # real frames pass through untouched
-    assert psnr(got[1], truth) > psnr(blend, truth) + 3
+    assert psnr(got[1], truth, peak=1.0) > psnr(blend, truth, peak=1.0) + 3
 
 
 def test_scene_cut_frames_are_copies_not_blends(models_dir: Path) -> None:
     a = [scene(shift=s, seed=1) for s in (0, 2)]
     b = [scene(shift=s, seed=7) * 0.3 + 0.6 for s in (0, 2)]  # another shot, much brighter
     clip = to_clip([*a, *b], fps=8)
-    out = fl.interpolate_rife(clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"),
-                              backend=fl.Backend.CPU)  # fmt: skip
+    out = fl.interpolate_rife(
+        clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"), backend=fl.Backend.CPU
+    )
     got = rgb_frames(out)
     assert len(got) == 12
     # output 3 = real frame 1 (last of shot A); 4 and 5 lie between frames 1 and 2 (the cut):
@@ -110,15 +113,21 @@ def test_upscaler_size_and_sanity_against_lanczos(models_dir: Path) -> None:
     truth = scene(width=128, height=96)
     small = to_clip([truth])
     small = core.resize.Bicubic(small, 32, 24)
-    up = fl.upscale_esrgan(small, model=str(models_dir / "realesr-animevideov3.pth"), scale=4,
-                           backend=fl.Backend.CPU)  # fmt: skip
+    up = fl.upscale_esrgan(
+        small, model=str(models_dir / "realesr-animevideov3.pth"), scale=4, backend=fl.Backend.CPU
+    )
     assert (up.width, up.height, up.format.id) == (128, 96, vs.RGBS)
     ours = rgb_frames(up)[0]
     lanczos = rgb_frames(core.resize.Lanczos(small, 128, 96))[0]
-    assert psnr(ours, truth) > 18
-    assert psnr(ours, lanczos) > 20  # a plausible picture, not noise
-    tiled = fl.upscale_esrgan(small, model=str(models_dir / "realesr-animevideov3.pth"), scale=4,
-                              tile=32, backend=fl.Backend.CPU)  # fmt: skip
+    assert psnr(ours, truth, peak=1.0) > 18
+    assert psnr(ours, lanczos, peak=1.0) > 20  # a plausible picture, not noise
+    tiled = fl.upscale_esrgan(
+        small,
+        model=str(models_dir / "realesr-animevideov3.pth"),
+        scale=4,
+        tile=32,
+        backend=fl.Backend.CPU,
+    )
     assert np.abs(rgb_frames(tiled)[0] - ours).max() < 0.02
 
 
@@ -127,20 +136,26 @@ def test_openvino_backend_matches_torch(models_dir: Path) -> None:
         pytest.skip("vapoursynth-mlrt-ov is not installed")
     small = core.resize.Bicubic(to_clip([scene(width=128, height=96)]), 48, 36)
     model = str(models_dir / "realesr-animevideov3.pth")
-    ov = rgb_frames(fl.upscale_esrgan(small, model=model, backend=fl.Backend.OPENVINO,
-                                      precision=fl.Precision.FP32))[0]  # fmt: skip
+    ov = rgb_frames(
+        fl.upscale_esrgan(
+            small, model=model, backend=fl.Backend.OPENVINO, precision=fl.Precision.FP32
+        )
+    )[0]
     pt = rgb_frames(fl.upscale_esrgan(small, model=model, backend=fl.Backend.CPU))[0]
     assert ov.shape == (3, 144, 192)
     assert np.abs(ov - pt).max() < 1e-3  # f32 inference
     # bf16 (what auto picks on CPUs with AVX512-BF16/AMX): close, not exact
-    bf = rgb_frames(fl.upscale_esrgan(small, model=model, backend=fl.Backend.OPENVINO,
-                                      precision=fl.Precision.BF16))[0]  # fmt: skip
-    assert psnr(bf, pt) > 40
+    bf = rgb_frames(
+        fl.upscale_esrgan(
+            small, model=model, backend=fl.Backend.OPENVINO, precision=fl.Precision.BF16
+        )
+    )[0]
+    assert psnr(bf, pt, peak=1.0) > 40
 
 
 def test_missing_weights_name_the_install_command(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FINISHLINE_MODELS", str(tmp_path / "empty"))
-    with pytest.raises(models.ModelError, match="finishline models install rife-4.25"):
+    with pytest.raises(models.ModelError, match=r"finishline models install rife-4\.25"):
         models.require("rife-4.25")
 
 
@@ -156,9 +171,22 @@ def test_8fps_to_24_end_to_end_with_exact_timestamps(
     assert (s["video"]["width"], s["video"]["height"]) == (320, 180)
     assert s["video"]["r_frame_rate"] == "24/1" and int(s["video"]["nb_read_packets"]) == 24
     pts = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
-         "-of", "csv=p=0", str(out)], capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert sorted(float(p) for p in pts) == pytest.approx([i / 24 for i in range(24)], abs=1e-4)
 
 
@@ -186,12 +214,14 @@ def test_cuda_rife_and_upscale(models_dir: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
     clip = to_clip([scene(shift=0), scene(shift=8)])
-    out = fl.interpolate_rife(clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"),
-                              backend=fl.Backend.CUDA)  # fmt: skip
-    up = fl.upscale_esrgan(out, model=str(models_dir / "realesr-animevideov3.pth"), scale=2,
-                           backend=fl.Backend.CUDA)  # fmt: skip
+    out = fl.interpolate_rife(
+        clip, fps=(24, 1), model=str(models_dir / "flownet_v4.25.pkl"), backend=fl.Backend.CUDA
+    )
+    up = fl.upscale_esrgan(
+        out, model=str(models_dir / "realesr-animevideov3.pth"), scale=2, backend=fl.Backend.CUDA
+    )
     assert up.num_frames == 4 and up.width == 256
-    assert psnr(rgb_frames(out)[1], scene(shift=4)) > 25
+    assert psnr(rgb_frames(out)[1], scene(shift=4), peak=1.0) > 25
 
 
 @pytest.mark.gpu
@@ -202,9 +232,16 @@ def test_cuda_tensorrt_upscale_matches_torch(models_dir: Path, tmp_path: Path) -
     pytest.importorskip("torch_tensorrt")
     clip = to_clip([scene(shift=0), scene(shift=8)])
     model = str(models_dir / "realesr-animevideov3.pth")
-    trt = fl.upscale_esrgan(clip, model=model, scale=4, backend=fl.Backend.CUDA, tensorrt=True,
-                            engine_cache=str(tmp_path / "engines"), keep_tone=False)  # fmt: skip
+    trt = fl.upscale_esrgan(
+        clip,
+        model=model,
+        scale=4,
+        backend=fl.Backend.CUDA,
+        tensorrt=True,
+        engine_cache=str(tmp_path / "engines"),
+        keep_tone=False,
+    )
     ref = fl.upscale_esrgan(clip, model=model, scale=4, backend=fl.Backend.CUDA, keep_tone=False)
     assert (trt.width, trt.height) == (ref.width, ref.height)
-    assert psnr(rgb_frames(trt)[0], rgb_frames(ref)[0]) > 40  # fp16 engine vs fp16 torch
+    assert psnr(rgb_frames(trt)[0], rgb_frames(ref)[0], peak=1.0) > 40  # fp16 engine vs fp16 torch
     assert list((tmp_path / "engines").iterdir()), "the engine is cached"

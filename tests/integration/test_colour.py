@@ -8,33 +8,69 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon import colour
+from daemon.analysis import grading as colour
 from tests.conftest import ffmpeg
-from tests.integration.test_process import finishline
+from tests.helpers import finishline
 
 SIZE = "192x108"
 
 
-def scene_clip(path: Path, *, cast: str = "", crop_x: int = 0, source: str = "testsrc2",
-               seconds: float = 1.0, extra: str = "") -> Path:  # fmt: skip
+def scene_clip(
+    path: Path,
+    *,
+    cast: str = "",
+    crop_x: int = 0,
+    source: str = "testsrc2",
+    seconds: float = 1.0,
+    extra: str = "",
+) -> Path:
     """One 'scene' (lavfi testsrc2, slowly panned by a crop) with an optional cast filter."""
     vf = f"crop=192:108:{crop_x}+t*8:0"
     if cast:
         vf += "," + cast
     if extra:
         vf += "," + extra
-    ffmpeg("-f", "lavfi", "-i", f"{source}=size=256x108:rate=12:duration={seconds}",
-           "-vf", vf, "-c:v", "ffv1", "-pix_fmt", "yuv444p", "-color_primaries", "bt709",
-           "-color_trc", "bt709", "-colorspace", "bt709", str(path))  # fmt: skip
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"{source}=size=256x108:rate=12:duration={seconds}",
+        "-vf",
+        vf,
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "yuv444p",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-colorspace",
+        "bt709",
+        str(path),
+    )
     return path
 
 
 def mean_lab(path: Path) -> np.ndarray:
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-vf", "scale=in_color_matrix=bt709:"
-         "out_color_matrix=bt709", "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-vf",
+            "scale=in_color_matrix=bt709:out_color_matrix=bt709",
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     rgb = np.frombuffer(raw, np.uint8).reshape(-1, 3) / 255.0
     return colour.rgb_to_lab(rgb).mean(axis=0)
 
@@ -68,11 +104,22 @@ def test_batch_of_one_scene_matches_the_reference(tmp_path: Path, test_presets) 
 def test_another_scene_is_left_alone_and_flagged(tmp_path: Path, test_presets) -> None:
     ref = scene_clip(tmp_path / "beach_ref.mkv")
     forest = tmp_path / "forest.mkv"
-    ffmpeg("-f", "lavfi", "-i", "color=c=0x1c3318:size=192x108:rate=12:duration=1",
-           "-vf", "noise=alls=30:allf=t,gblur=sigma=2", "-c:v", "ffv1", "-pix_fmt", "yuv444p",
-           str(forest))  # fmt: skip
-    res = finishline("process", str(ref), str(forest), "--preset", "small-colour",
-                     "-o", str(tmp_path / "out"))  # fmt: skip
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=0x1c3318:size=192x108:rate=12:duration=1",
+        "-vf",
+        "noise=alls=30:allf=t,gblur=sigma=2",
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "yuv444p",
+        str(forest),
+    )
+    res = finishline(
+        "process", str(ref), str(forest), "--preset", "small-colour", "-o", str(tmp_path / "out")
+    )
     assert res.returncode == 0, res.stderr
     assert "forest.mkv: too different from the reference to match" in res.stderr
     assert not (tmp_path / "out" / "forest.small-colour.cube").exists()
@@ -94,9 +141,18 @@ def test_cube_loads_in_ffmpeg_and_reproduces_the_script(tmp_path: Path, test_pre
     assert "LUT_3D_SIZE 33" in lines and len([ln for ln in lines if ln[:1].isdigit()]) == 33**3
     via_ffmpeg = tmp_path / "ffmpeg-lut3d.mkv"
     # RGB for lut3d through the clip's own matrix (ffmpeg would otherwise assume BT.601)
-    ffmpeg("-i", str(warm), "-vf", "scale=in_color_matrix=bt709:out_color_matrix=bt709,"
-           f"format=gbrp,lut3d=file='{cube}':interp=tetrahedral", "-c:v", "ffv1",
-           "-pix_fmt", "gbrp", str(via_ffmpeg))  # fmt: skip
+    ffmpeg(
+        "-i",
+        str(warm),
+        "-vf",
+        "scale=in_color_matrix=bt709:out_color_matrix=bt709,"
+        f"format=gbrp,lut3d=file='{cube}':interp=tetrahedral",
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "gbrp",
+        str(via_ffmpeg),
+    )
     # ffmpeg's lut3d on the source vs finishline's script (LUT only, no other stage). The
     # residual (measured 1.2) is ffmpeg's own 8-bit YUV->RGB path, not the table.
     assert colour.delta_e(mean_lab(via_ffmpeg), mean_lab(out / "b.small-lut.mkv")) < 1.5
@@ -106,14 +162,26 @@ def test_flicker_removal_with_known_gains(tmp_path: Path, test_presets) -> None:
     steady = scene_clip(tmp_path / "steady.mkv", seconds=2.0)
     flick = tmp_path / "flicker.mkv"
     # a brightness that jumps every frame: about +-3 % alternating
-    ffmpeg("-i", str(steady), "-vf", "eq=brightness='0.015*(2*mod(n,2)-1)':eval=frame",
-           "-c:v", "ffv1", "-pix_fmt", "yuv444p", str(flick))  # fmt: skip
+    ffmpeg(
+        "-i",
+        str(steady),
+        "-vf",
+        "eq=brightness='0.015*(2*mod(n,2)-1)':eval=frame",
+        "-c:v",
+        "ffv1",
+        "-pix_fmt",
+        "yuv444p",
+        str(flick),
+    )
     res = finishline("process", str(flick), "--preset", "small-colour", "-o", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
 
     def frame_means(p: Path, pixels: int) -> np.ndarray:
-        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-pix_fmt", "gray", "-f",
-                              "rawvideo", "-"], capture_output=True, check=True).stdout  # fmt: skip
+        raw = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(p), "-pix_fmt", "gray", "-f", "rawvideo", "-"],
+            capture_output=True,
+            check=True,
+        ).stdout
         return np.frombuffer(raw, np.uint8).reshape(-1, pixels).mean(axis=1)
 
     def jitter(m: np.ndarray) -> float:
@@ -129,8 +197,19 @@ def test_assessment_moves_the_right_way(tmp_path: Path) -> None:
     clean = scene_clip(tmp_path / "clean.mkv", extra="gblur=sigma=2")  # smooth, like footage
     noisy = scene_clip(tmp_path / "noisy.mkv", extra="gblur=sigma=2,noise=alls=14:allf=t")
     blocky = tmp_path / "blocky.mp4"
-    ffmpeg("-i", str(clean), "-c:v", "mpeg2video", "-qscale:v", "31", "-qmin", "31",
-           "-pix_fmt", "yuv420p", str(blocky.with_suffix(".m2v")))  # fmt: skip
+    ffmpeg(
+        "-i",
+        str(clean),
+        "-c:v",
+        "mpeg2video",
+        "-qscale:v",
+        "31",
+        "-qmin",
+        "31",
+        "-pix_fmt",
+        "yuv420p",
+        str(blocky.with_suffix(".m2v")),
+    )
     ffmpeg("-i", str(blocky.with_suffix(".m2v")), "-c:v", "ffv1", str(blocky.with_suffix(".mkv")))
     kw = {"matrix": 1, "transfer": 1, "primaries": 1, "color_range": 1}
     a = colour.analyse_clip(str(clean), **kw)
@@ -138,14 +217,18 @@ def test_assessment_moves_the_right_way(tmp_path: Path) -> None:
     b = colour.analyse_clip(str(blocky.with_suffix(".mkv")), **kw)
     assert n.noise > a.noise + 2
     assert b.blockiness > a.blockiness * 1.1
-    from vs_scripts.preset import load_preset
-    from vs_scripts.render import tune
+    from vs_scripts.plan.preset import load_preset
+    from vs_scripts.plan.render import tune
 
     preset = load_preset("")
-    assert tune(preset, noise=n.noise, blockiness=n.blockiness, lut=False).denoise_strength > \
-        tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).denoise_strength  # fmt: skip
-    assert tune(preset, noise=b.noise, blockiness=b.blockiness, lut=False).deblock > \
-        tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).deblock  # fmt: skip
+    assert (
+        tune(preset, noise=n.noise, blockiness=n.blockiness, lut=False).denoise_strength
+        > tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).denoise_strength
+    )
+    assert (
+        tune(preset, noise=b.noise, blockiness=b.blockiness, lut=False).deblock
+        > tune(preset, noise=a.noise, blockiness=a.blockiness, lut=False).deblock
+    )
     pinned = load_preset("[restore]\nauto = false\ndeblock = 0.2\n")
     assert tune(pinned, noise=9, blockiness=3, lut=False).deblock is None
 
@@ -161,8 +244,11 @@ def test_registration_recovers_a_known_grade_from_two_framings(tmp_path: Path) -
     registration pairs up give back a grade that undoes the cast (moving subject included)."""
     still = tmp_path / "scene.png"
     ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=480x270:rate=1", "-frames:v", "1", str(still))
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(still), "-pix_fmt", "rgb24",
-                          "-f", "rawvideo", "-"], capture_output=True, check=True).stdout  # fmt: skip
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(still), "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     scene = np.frombuffer(raw, np.uint8).reshape(270, 480, 3)
     ref = np.stack([scene[20 + i : 200 + i, 30 + 2 * i : 350 + 2 * i] for i in range(0, 12, 3)])
     plain = np.stack([scene[60 - i : 240 - i, 120 + i : 440 + i] for i in range(0, 12, 3)])
@@ -173,12 +259,15 @@ def test_registration_recovers_a_known_grade_from_two_framings(tmp_path: Path) -
     assert found is not None and len(found[0]) > 20000
     grade = colour.fit_grade(*found)
     fixed = colour.apply_grade(src / 255.0, grade)
-    before = colour.delta_e(colour.rgb_to_lab((src / 255.0).reshape(-1, 3)).mean(0),
-                            colour.rgb_to_lab((plain / 255.0).reshape(-1, 3)).mean(0))  # fmt: skip
+    before = colour.delta_e(
+        colour.rgb_to_lab((src / 255.0).reshape(-1, 3)).mean(0),
+        colour.rgb_to_lab((plain / 255.0).reshape(-1, 3)).mean(0),
+    )
     mask = np.ones(src.shape[:3], bool)
     mask[:, 20:60, 20:80] = False
-    after = colour.delta_e(colour.rgb_to_lab(fixed[mask]).mean(0),
-                           colour.rgb_to_lab(plain[mask] / 255.0).mean(0))  # fmt: skip
+    after = colour.delta_e(
+        colour.rgb_to_lab(fixed[mask]).mean(0), colour.rgb_to_lab(plain[mask] / 255.0).mean(0)
+    )
     assert before > 2.5 and after < min(0.5, before / 5), (before, after)
     # another scene does not register
     other = np.random.default_rng(1).integers(0, 255, ref.shape, dtype=np.uint8)

@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from daemon.queue import Queue
-from daemon.states import JobState
+from daemon.runtime.queue import Queue
+from daemon.runtime.states import JobState
 from tests.conftest import DATA, make_clip
-from tests.integration.test_process import finishline, streams
+from tests.helpers import finishline, streams, wait_for
 
 BIN = Path(sys.executable).parent
 PRESET = "small-x265"
@@ -47,9 +47,11 @@ class DaemonRunner:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [str(BIN / "finishline"), "daemon", "--config", str(self.config)],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
             stderr=self.log.open("ab"),
-        )  # fmt: skip
+        )
         wait_for(lambda: self.hot.is_dir() and (self.root / "queue.db").exists(), 30)
         time.sleep(0.5)  # observer scheduled
 
@@ -69,16 +71,6 @@ class DaemonRunner:
             return q.jobs()
         finally:
             q.close()
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -131,8 +123,21 @@ def test_twenty_clips_dropped_at_once_all_finish(runner: DaemonRunner, tmp_path:
     names = []
     for i in range(20):  # distinct content (metadata title) so none is a duplicate
         out = staging / f"clip{i:02d}.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(base), "-c", "copy", "-metadata",
-                        f"title=take {i}", str(out)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                str(base),
+                "-c",
+                "copy",
+                "-metadata",
+                f"title=take {i}",
+                str(out),
+            ],
+            check=True,
+        )
         names.append(out.name)
     runner.start()
     for name in names:
@@ -164,8 +169,9 @@ def test_kill_9_during_encode_then_restart_finishes_exactly_once(
     runner.proc.wait()
     runner.proc = None
     time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-f", str(runner.root / "work")], capture_output=True,
-                              text=True).stdout.split()  # fmt: skip
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(runner.root / "work")], capture_output=True, text=True
+    ).stdout.split()
     assert not leftover, "children must die with the daemon"
     assert (runner.slow / "long.mp4").exists(), "the source is untouched until delivery"
 
@@ -211,8 +217,12 @@ def test_bad_files_fail_with_reports_while_a_good_clip_succeeds(
         os.rename(p, runner.hot / p.name)
     wait_for(lambda: all_done(runner, 4), 120, "4 jobs")
     states = {j.name: j.state for j in runner.jobs()}
-    assert states == {"good.mp4": "done", "empty.mp4": "failed", "notes.mp4": "failed",
-                      "truncated.mp4": "failed"}  # fmt: skip
+    assert states == {
+        "good.mp4": "done",
+        "empty.mp4": "failed",
+        "notes.mp4": "failed",
+        "truncated.mp4": "failed",
+    }
     failed = runner.root / "failed" / PRESET
     for name in ("empty.mp4", "notes.mp4", "truncated.mp4"):
         assert (failed / name).exists()
@@ -251,7 +261,9 @@ def test_queue_cli_pause_resume_and_priority(runner: DaemonRunner, tmp_path: Pat
     time.sleep(1.5)
     (job,) = runner.jobs()
     assert job.state is JobState.QUEUED  # paused: nothing claimed
-    assert "priority 7" in finishline("queue", "priority", str(job.id), "--priority", "7", *cfg).stdout
+    assert (
+        "priority 7" in finishline("queue", "priority", str(job.id), "--priority", "7", *cfg).stdout
+    )
     finishline("queue", "resume", *cfg)
     wait_for(lambda: all_done(runner, 1), 60, "the job after resume")
     listing = finishline("queue", "list", *cfg).stdout
@@ -261,20 +273,27 @@ def test_queue_cli_pause_resume_and_priority(runner: DaemonRunner, tmp_path: Pat
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_units_verify(tmp_path: Path) -> None:
-    from daemon.systemd import render_user_unit
+    from daemon.runtime.systemd import render_user_unit
 
     unit = tmp_path / "finishline.service"
     unit.write_text(render_user_unit("/bin/true", tmp_path / "d.toml", tmp_path))
     template = DATA.parent.parent / "systemd" / "finishline@.service"
     inst = tmp_path / "finishline@render.service"
-    inst.write_text(template.read_text().replace("/opt/finishline/.venv/bin/finishline", "/bin/true"))
-    res = subprocess.run(["systemd-analyze", "verify", str(unit), str(inst)], capture_output=True,
-                         text=True)  # fmt: skip
-    problems = [ln for ln in res.stderr.splitlines() if "finishline" in ln and "Documentation" not in ln]
+    inst.write_text(
+        template.read_text().replace("/opt/finishline/.venv/bin/finishline", "/bin/true")
+    )
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit), str(inst)], capture_output=True, text=True
+    )
+    problems = [
+        ln for ln in res.stderr.splitlines() if "finishline" in ln and "Documentation" not in ln
+    ]
     assert not problems, res.stderr
 
 
-def test_a_batch_folder_with_a_manifest_is_assembled_once(runner: DaemonRunner, tmp_path: Path) -> None:
+def test_a_batch_folder_with_a_manifest_is_assembled_once(
+    runner: DaemonRunner, tmp_path: Path
+) -> None:
     staging = tmp_path / "staging" / "reel"
     staging.mkdir(parents=True)
     make_clip(staging / "a.mp4", size="160x90", fps="12", seconds=1.0)

@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ffmpeg, make_clip
-
-BIN = Path(sys.executable).parent
-
-
-def finishline(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "finishline"), *args], capture_output=True, text=True, cwd=cwd,
-        stdin=subprocess.DEVNULL, timeout=600,
-    )  # fmt: skip
-
-
-def streams(path: Path) -> dict[str, dict]:
-    res = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json",
-         "file:" + str(path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    data = json.loads(res.stdout)
-    out = {s["codec_type"]: s for s in data["streams"]}
-    out["format"] = data["format"]
-    return out
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def loudness(path: Path) -> float:
-    res = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-i", "file:" + str(path), "-map", "0:a:0",
-         "-af", "ebur128", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    tail = res.stderr[res.stderr.rindex("Integrated loudness") :]
-    return float(tail.split("I:")[1].split("LUFS")[0])
+from tests.helpers import BIN, digest, finishline, loudness, streams
 
 
 def test_12fps_640x360_with_audio_to_youtube_1080p(
@@ -63,11 +27,19 @@ def test_12fps_640x360_with_audio_to_youtube_1080p(
     assert res.stdout.strip() == str(out)
     s = streams(out)
     v, a = s["video"], s["audio"]
-    assert (v["codec_name"], v["profile"], v["width"], v["height"]) == ("hevc", "Main 10", 1920, 1080)
+    assert (v["codec_name"], v["profile"], v["width"], v["height"]) == (
+        "hevc",
+        "Main 10",
+        1920,
+        1080,
+    )
     assert v["r_frame_rate"] == "24/1" and int(v["nb_read_packets"]) == 24
     assert (v["color_space"], v["color_transfer"], v["color_primaries"], v["color_range"]) == (
-        "bt709", "bt709", "bt709", "tv",
-    )  # fmt: skip
+        "bt709",
+        "bt709",
+        "bt709",
+        "tv",
+    )
     assert (a["codec_name"], a["sample_rate"]) == ("aac", "48000")
     assert float(a["duration"]) == pytest.approx(1.0, abs=0.03)
     assert float(v["start_time"]) == pytest.approx(0.0, abs=1e-3)  # no frames before the edit
@@ -76,11 +48,15 @@ def test_12fps_640x360_with_audio_to_youtube_1080p(
     assert not list(out.parent.glob(".*partial*"))
     still = streams(out.with_name("ai.compare.png"))["video"]  # before | after, 540 high
     assert (still["codec_name"], still["width"], still["height"]) == ("png", 960 + 960, 540)
-    work = next(p for p in (tmp_path / "cache" / "finishline" / "jobs").iterdir()
-                if not p.name.startswith("batch-"))  # fmt: skip
+    work = next(
+        p
+        for p in (tmp_path / "cache" / "finishline" / "jobs").iterdir()
+        if not p.name.startswith("batch-")
+    )
     assert (work / "script.vpy").exists() and (work / "probe.json").exists()
 
 
+@pytest.mark.slow
 def test_master_4k_prores(clip_factory, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src = clip_factory("silent.mp4", size="320x180", fps="24", seconds=0.25, audio=False)
@@ -93,7 +69,11 @@ def test_master_4k_prores(clip_factory, tmp_path: Path, monkeypatch) -> None:
     assert (v["width"], v["height"], int(v["nb_read_packets"])) == (3840, 2160, 6)
     assert v["color_primaries"] == "bt709"
     # no source audio: the master gets 24-bit silence of the video's length
-    assert (a["codec_name"], a["sample_rate"], a["bits_per_raw_sample"]) == ("pcm_s24le", "48000", "24")
+    assert (a["codec_name"], a["sample_rate"], a["bits_per_raw_sample"]) == (
+        "pcm_s24le",
+        "48000",
+        "24",
+    )
     assert float(a["duration"]) == pytest.approx(0.25, abs=0.01)
 
 
@@ -106,9 +86,25 @@ def test_odd_size_is_letterboxed(clip_factory, tmp_path: Path, test_presets) -> 
     assert (v["width"], v["height"], int(v["nb_read_packets"])) == (320, 180, 6)
     # pillarboxed: the left column is black (Y = 64 in 10-bit limited range)
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(out), "-frames:v", "1", "-vf", "crop=4:180:0:0",
-         "-pix_fmt", "gray", "-f", "rawvideo", "-"], capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(out),
+            "-frames:v",
+            "1",
+            "-vf",
+            "crop=4:180:0:0",
+            "-pix_fmt",
+            "gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert max(raw) <= 20
 
 
@@ -126,7 +122,9 @@ def test_vfr_source_to_cfr_24(vfr_clip: Path, tmp_path: Path, test_presets) -> N
 def test_no_audio_gets_none_or_silence(clip_factory, tmp_path: Path, test_presets) -> None:
     src = clip_factory("mute.mp4", size="160x90", fps="24", seconds=0.5, audio=False)
     none = tmp_path / "none.mp4"
-    assert finishline("process", str(src), "--preset", "small-x265", "-o", str(none)).returncode == 0
+    assert (
+        finishline("process", str(src), "--preset", "small-x265", "-o", str(none)).returncode == 0
+    )
     assert "audio" not in streams(none)
     silent = tmp_path / "silent.mp4"
     res = finishline("process", str(src), "--preset", "small-x264-silence", "-o", str(silent))
@@ -136,7 +134,7 @@ def test_no_audio_gets_none_or_silence(clip_factory, tmp_path: Path, test_preset
 
 HOSTILE = [
     "with space.mp4",
-    "quote's \"double\".mp4",
+    'quote\'s "double".mp4',
     "ünïcødé клип 🎬.mp4",
     "$(touch PWNED).mp4",
     "-leading-dash.mp4",
@@ -173,7 +171,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["empty", "text", "truncated", "cut-mdat"])
-def test_bad_input_is_a_clear_error_and_loses_nothing(kind: str, tmp_path: Path, test_presets) -> None:
+def test_bad_input_is_a_clear_error_and_loses_nothing(
+    kind: str, tmp_path: Path, test_presets
+) -> None:
     src = _bad_inputs(tmp_path)[kind]
     before = digest(src)
     out = tmp_path / "out" / "x.mp4"
@@ -194,8 +194,12 @@ def test_existing_output_is_not_overwritten(clip_factory, tmp_path: Path, test_p
     res = finishline("process", str(src), "--preset", "small-x265", "-o", str(out))
     assert res.returncode == 1 and "--overwrite" in res.stderr
     assert out.read_bytes() == b"precious"
-    assert finishline("process", str(src), "--preset", "small-x265", "-o", str(out),
-                      "--overwrite").returncode == 0  # fmt: skip
+    assert (
+        finishline(
+            "process", str(src), "--preset", "small-x265", "-o", str(out), "--overwrite"
+        ).returncode
+        == 0
+    )
     assert int(streams(out)["video"]["nb_read_packets"]) == 6
 
 
@@ -204,8 +208,10 @@ def test_several_inputs_into_a_folder(clip_factory, tmp_path: Path, test_presets
     b = clip_factory("b.mp4", size="160x90", fps="24", seconds=0.5)
     res = finishline("process", str(a), str(b), "--preset", "small-x265", "-o", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in (tmp_path / "o").glob("*.mp4")) == ["a.small-x265.mp4",
-                                                                      "b.small-x265.mp4"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.mp4")) == [
+        "a.small-x265.mp4",
+        "b.small-x265.mp4",
+    ]
     assert (tmp_path / "o" / "a.small-x265.assessment.json").exists()
 
 
@@ -214,7 +220,12 @@ def test_probe_cli(clip_factory) -> None:
     res = finishline("probe", "--json", str(src))
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout)
-    assert (info["width"], info["height"], info["fps"], info["frame_count"]) == (160, 90, "12/1", 12)
+    assert (info["width"], info["height"], info["fps"], info["frame_count"]) == (
+        160,
+        90,
+        "12/1",
+        12,
+    )
     assert info["audio"][0]["sample_rate"] == 44100 and not info["vfr"]
     human = finishline("probe", str(src)).stdout
     assert "160x90" in human and "CFR" in human
@@ -234,13 +245,16 @@ def test_rendered_script_streams_y4m(clip_factory, tmp_path: Path, test_presets)
     script.write_text(res.stdout)
     info = subprocess.run(
         [str(BIN / "vspipe"), "--info", "--arg", f"src={src}", str(script), "-"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "Width: 320" in info and "Frames: 12" in info
     out = subprocess.run(
         [str(BIN / "vspipe"), "-c", "y4m", "-e", "9", "--arg", f"src={src}", str(script), "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        check=True,
+    ).stdout
     assert out.startswith(b"YUV4MPEG2 ")
     assert out.count(b"FRAME\n") == 10
 
@@ -249,8 +263,9 @@ def test_relative_paths(clip_factory, tmp_path: Path, test_presets) -> None:
     """vspipe runs scripts from their own folder; relative inputs must still be found."""
     src = clip_factory("rel.mp4", size="160x90", fps="12", seconds=0.5)
     (tmp_path / "rel.mp4").write_bytes(src.read_bytes())
-    res = finishline("process", "rel.mp4", "--preset", "small-x265", "-o", "out/rel.mp4",
-                     cwd=tmp_path)  # fmt: skip
+    res = finishline(
+        "process", "rel.mp4", "--preset", "small-x265", "-o", "out/rel.mp4", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     assert int(streams(tmp_path / "out" / "rel.mp4")["video"]["nb_read_packets"]) == 6
 
@@ -262,21 +277,54 @@ def test_a_plain_pass_keeps_levels_and_colours(tmp_path: Path) -> None:
     import numpy as np
 
     src = tmp_path / "bars.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
-                    "testsrc2=size=640x360:rate=12:duration=0.5", "-c:v", "libx264", "-qp", "0",
-                    "-pix_fmt", "yuv420p", "file:" + str(src)], check=True)  # untagged SD  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=12:duration=0.5",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "file:" + str(src),
+        ],
+        check=True,
+    )  # untagged SD
     preset = tmp_path / "plain.toml"
-    preset.write_text('[restore]\nauto = false\n[colour]\nmatch = false\nstabilise = false\n'
-                      '[video]\nencoder = "x264"\npixel_format = "yuv420p"\ncrf = 1.0\n'
-                      'speed = "ultrafast"\n[audio]\ncodec = "none"\n')  # fmt: skip
+    preset.write_text(
+        "[restore]\nauto = false\n[colour]\nmatch = false\nstabilise = false\n"
+        '[video]\nencoder = "x264"\npixel_format = "yuv420p"\ncrf = 1.0\n'
+        'speed = "ultrafast"\n[audio]\ncodec = "none"\n'
+    )
     out = tmp_path / "plain.mp4"
     res = finishline("process", str(src), "--preset", str(preset), "-o", str(out))
     assert res.returncode == 0, res.stderr
 
     def rgb(path: Path) -> np.ndarray:
-        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", "file:" + str(path), "-frames:v", "1",
-                              "-vf", "format=rgb24", "-f", "rawvideo", "-"],
-                             capture_output=True, check=True).stdout  # fmt: skip
+        raw = subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                "file:" + str(path),
+                "-frames:v",
+                "1",
+                "-vf",
+                "format=rgb24",
+                "-f",
+                "rawvideo",
+                "-",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
         return np.frombuffer(raw, np.uint8).astype(np.float64)
 
     a, b = rgb(src), rgb(out)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from daemon.queue import Queue
-from daemon.states import JobState, TransitionError
+from daemon.runtime.queue import Queue
+from daemon.runtime.reader import SCHEMA_VERSION, QueueReader, QueueUnavailable
+from daemon.runtime.states import JobState, TransitionError
+from tests.helpers import digest, finishline
 
 
 def add(q: Queue, n: int, **kw: object) -> list[int]:
-    return [q.add_job(f"/hot/p/c{i}.mp4", name=f"c{i}.mp4", preset="p", content_hash=f"h{i}",
-                      **kw) for i in range(n)]  # type: ignore[arg-type]  # fmt: skip
+    return [
+        q.add_job(f"/hot/p/c{i}.mp4", name=f"c{i}.mp4", preset="p", content_hash=f"h{i}", **kw)
+        for i in range(n)
+    ]  # type: ignore[arg-type]
 
 
 def test_wal_mode_and_rows_kept(tmp_path: Path) -> None:
@@ -94,7 +99,7 @@ def test_threads_sharing_connections_never_double_claim(tmp_path: Path) -> None:
 def test_recover_requeues_with_attempts_and_gives_up(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
     q = Queue(db)
-    (job_id,) = add(q, 1, max_attempts=2)
+    (_job_id,) = add(q, 1, max_attempts=2)
     q.claim_next("w")
     q.close()  # the daemon "dies" with the job running
     q = Queue(db)
@@ -128,3 +133,61 @@ def test_duplicate_lookup(tmp_path: Path) -> None:
     q.add_job("/hot/p/a.mp4", name="a.mp4", preset="p", content_hash="same")
     assert q.find_duplicate("same", "p") is not None
     assert q.find_duplicate("same", "other-preset") is None
+
+
+# -- the read-only reader -------------------------------------------------------------------
+
+
+def daemon_like_root(tmp_path: Path) -> Path:
+    """A root whose queue.db a stopped daemon left behind (tables made, WAL checkpointed)."""
+    root = tmp_path / "root"
+    q = Queue(root / "queue.db")
+    add(q, 3)
+    q.close()
+    return root
+
+
+def test_looking_leaves_the_database_byte_identical(tmp_path: Path) -> None:
+    root = daemon_like_root(tmp_path)
+    db = root / "queue.db"
+    before = digest(db)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    for args in (["queue", "list"], ["queue", "show", "1"]):
+        res = finishline(*args, "--root", str(root), env=env)
+        assert res.returncode == 0, res.stderr
+    assert "c0.mp4" in finishline("queue", "list", "--root", str(root), env=env).stdout
+    r = QueueReader(db)
+    assert [j.name for j in r.jobs()] == ["c2.mp4", "c1.mp4", "c0.mp4"]
+    r.close()
+    assert digest(db) == before
+    assert not (tmp_path / "config").exists()  # read-only commands write no config either
+
+
+def test_a_read_only_database_can_still_be_listed(tmp_path: Path) -> None:
+    root = daemon_like_root(tmp_path)
+    (root / "queue.db").chmod(0o444)
+    root.chmod(0o555)
+    try:
+        res = finishline("queue", "list", "--root", str(root))
+        assert res.returncode == 0 and "c1.mp4" in res.stdout, res.stderr
+        if os.geteuid() != 0:  # root writes through file modes
+            control = finishline("queue", "cancel", "1", "--root", str(root))
+            assert control.returncode == 1 and "Traceback" not in control.stderr
+            assert "cannot" in control.stderr
+    finally:
+        root.chmod(0o755)
+
+
+def test_a_newer_schema_and_a_missing_queue_are_one_sentence(tmp_path: Path) -> None:
+    root = daemon_like_root(tmp_path)
+    with sqlite3.connect(root / "queue.db") as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(QueueUnavailable, match="written by a newer finishline"):
+        QueueReader(root / "queue.db")
+    res = finishline("queue", "list", "--root", str(root))
+    assert (
+        res.returncode == 1 and "newer finishline" in res.stderr and "Traceback" not in res.stderr
+    )
+    with pytest.raises(QueueUnavailable, match="no queue at"):
+        Queue(tmp_path / "nowhere" / "queue.db", create=False)
+    assert not (tmp_path / "nowhere").exists()

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from textual.widgets import Checkbox, Input, Select, Static, TextArea
 
 from app.tui import FinishlineApp, PresetScreen, QueueScreen, make_app
-from daemon.queue import Queue
-from daemon.states import JobState
+from daemon.runtime.queue import Queue
+from daemon.runtime.states import JobState
 from tests.conftest import DATA
+from tests.helpers import digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -25,10 +25,13 @@ def seeded(tmp_path: Path) -> Path:
     """A daemon root whose queue holds one job in each state."""
     root = tmp_path / "root"
     q = Queue(root / "queue.db")
-    ids = [q.add_job(f"/hot/p/{s}.mp4", name=f"{s}.mp4", preset="small-x265",
-                     content_hash=s) for s in ("queued", "running", "done", "failed", "cancelled")]  # fmt: skip
-    for i, state in enumerate((None, JobState.RUNNING, JobState.DONE, JobState.FAILED,
-                               JobState.CANCELLED)):  # fmt: skip
+    ids = [
+        q.add_job(f"/hot/p/{s}.mp4", name=f"{s}.mp4", preset="small-x265", content_hash=s)
+        for s in ("queued", "running", "done", "failed", "cancelled")
+    ]
+    for i, state in enumerate(
+        (None, JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+    ):
         if state is None:
             continue
         q.set_priority(ids[i], 100)  # so the claim takes this one
@@ -40,8 +43,8 @@ def seeded(tmp_path: Path) -> Path:
     q.close()
     (root / "logs").mkdir(parents=True)
     (root / "logs" / "finishline.log").write_text(
-        "2026-11-23 10:00:00,000 INFO    job=2 daemon.worker: processing running.mp4\n"
-        "2026-11-23 10:00:01,000 ERROR   job=4 daemon.worker: failed.mp4: boom\n"
+        "2026-11-23 10:00:00,000 INFO    job=2 daemon.runtime.worker: processing running.mp4\n"
+        "2026-11-23 10:00:01,000 ERROR   job=4 daemon.runtime.worker: failed.mp4: boom\n"
     )
     return root
 
@@ -131,7 +134,9 @@ def preset_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-async def test_bad_preset_edit_shows_error_and_does_not_save(seeded: Path, preset_folder: Path) -> None:
+async def test_bad_preset_edit_shows_error_and_does_not_save(
+    seeded: Path, preset_folder: Path
+) -> None:
     path = preset_folder / "small-colour.toml"
     before = path.read_text()
     app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
@@ -151,7 +156,9 @@ async def test_bad_preset_edit_shows_error_and_does_not_save(seeded: Path, prese
         assert path.read_text() == before
 
 
-async def test_good_preset_edit_saves_valid_toml_after_the_diff(seeded: Path, preset_folder: Path) -> None:
+async def test_good_preset_edit_saves_valid_toml_after_the_diff(
+    seeded: Path, preset_folder: Path
+) -> None:
     path = preset_folder / "small-colour.toml"
     app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
     async with app.run_test(size=(100, 30)) as pilot:
@@ -159,14 +166,16 @@ async def test_good_preset_edit_saves_valid_toml_after_the_diff(seeded: Path, pr
         await pilot.pause(0.2)
         screen = app.screen
         screen.load("small-colour")
-        screen.query_one("#editor").text = path.read_text().replace("strength = 1.0", "strength = 0.7")
+        screen.query_one("#editor").text = path.read_text().replace(
+            "strength = 1.0", "strength = 0.7"
+        )
         await pilot.pause(0.1)
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
         assert "strength" in app.screen.query_one("#diff").text
         await pilot.click("#yes")
         await pilot.pause(0.2)
-    from daemon.presets import load_preset_file
+    from daemon.engine.presets import load_preset_file
 
     assert load_preset_file(path).colour.strength == 0.7
 
@@ -218,7 +227,7 @@ async def test_form_edit_saves_valid_toml_after_the_diff(seeded: Path, preset_fo
         assert '+speed = "slow"' in diff and "+stabilise = false" in diff
         await pilot.click("#yes")
         await pilot.pause(0.2)
-    from daemon.presets import load_preset_file
+    from daemon.engine.presets import load_preset_file
 
     saved = load_preset_file(path)
     assert (saved.video.speed, saved.colour.stabilise) == ("slow", False)
@@ -228,8 +237,21 @@ async def test_job_screen_shows_the_before_after_still(seeded: Path, tmp_path: P
     out = tmp_path / "deliver" / "done.mp4"
     out.parent.mkdir()
     still = out.with_name("done.compare.png")
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=128x36",
-                    "-frames:v", "1", str(still)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=128x36",
+            "-frames:v",
+            "1",
+            str(still),
+        ],
+        check=True,
+    )
     q = Queue(seeded / "queue.db")
     done = next(j for j in q.jobs() if j.name == "done.mp4")
     assert q.reserve_output(done.id, out) == out
@@ -251,12 +273,18 @@ def fixed_system(paths: list[Path]) -> str:
     return "GPU: no GPU (NVML not available)\nCPU  12.5%  RAM 3.2/16 GiB"
 
 
-@pytest.mark.parametrize("keys", [(), ("enter",), ("2",), ("3",)],
-                         ids=["queue", "job", "logs", "presets"])  # fmt: skip
+@pytest.mark.parametrize(
+    "keys", [(), ("enter",), ("2",), ("3",)], ids=["queue", "job", "logs", "presets"]
+)
 def test_snapshot(snap_compare, seeded: Path, preset_folder: Path, keys: tuple[str, ...]) -> None:
     """The main screens at 80x24, as an SSH user sees them."""
-    app = make_app(seeded / "queue.db", root=seeded, poll=3600, preset_dirs=[preset_folder],
-                   sampler=fixed_system)  # fmt: skip
+    app = make_app(
+        seeded / "queue.db",
+        root=seeded,
+        poll=3600,
+        preset_dirs=[preset_folder],
+        sampler=fixed_system,
+    )
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(pilot, app)
@@ -275,23 +303,38 @@ def test_real_tui_in_tmux(seeded: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "finishline"
     cfg = tmp_path / "d.toml"
     cfg.write_text(f'root = "{seeded}"\n')
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
-                    f"TERM=xterm-256color {exe} tui --config {cfg}"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tmux",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            f"TERM=xterm-256color {exe} tui --config {cfg}",
+        ],
+        check=True,
+    )
     try:
         deadline = time.monotonic() + 30
         screen = ""
         while time.monotonic() < deadline:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True).stdout  # fmt: skip
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
             if "failed.mp4" in screen:
                 break
             time.sleep(0.3)
         assert "failed.mp4" in screen and "daemon NOT RUNNING" in screen, screen
         subprocess.run(["tmux", "send-keys", "-t", session, "2"], check=True)
         time.sleep(1.5)
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                capture_output=True, text=True).stdout  # fmt: skip
-        assert "processing running.mp4" in screen, screen
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+        ).stdout
+        assert "job=2 daemon.runtime.worker: processing" in screen, screen
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
@@ -299,13 +342,34 @@ def test_real_tui_in_tmux(seeded: Path, tmp_path: Path) -> None:
 
 def test_form_helpers_map_problems_to_keys_and_keep_edits_minimal() -> None:
     from app.preset_form import apply_edit, parse_input, problems_by_key
-    from vs_scripts.preset import SCHEMA
+    from vs_scripts.plan.preset import SCHEMA
 
     crf = next(k for k in SCHEMA if (k.section, k.name) == ("video", "crf"))
-    found = problems_by_key(["p.toml: [video] crf = 99 is not allowed; use a number.",
-                             "p.toml: [frame] 1920x1081 does not fit"])  # fmt: skip
+    found = problems_by_key(
+        [
+            "p.toml: [video] crf = 99 is not allowed; use a number.",
+            "p.toml: [frame] 1920x1081 does not fit",
+        ]
+    )
     assert found == {("video", "crf"): ["[video] crf = 99 is not allowed; use a number."]}
     assert parse_input(crf, "18.5") == 18.5 and parse_input(crf, "abc") == "abc"
     assert apply_edit({}, crf, 18.0) == {}  # the default of an unwritten key stays unwritten
     assert apply_edit({"video": {"crf": 20}}, crf, 18.0) == {"video": {"crf": 18.0}}
     assert apply_edit({"video": {"crf": 20}}, crf, None) == {}
+
+
+async def test_opening_the_tui_leaves_the_queue_byte_identical(seeded: Path, tmp_path) -> None:
+    """No daemon running: polling, the job screen and the logs only read."""
+    db = seeded / "queue.db"
+    before = digest(db)
+    app = make_app(db, root=seeded, poll=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        select_row(app, "failed.mp4")
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.press("escape", "2")
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+    assert digest(db) == before

@@ -6,13 +6,21 @@ from fractions import Fraction as F
 
 import pytest
 
-from vs_scripts.cadence import Step, at_cut, output_count, plan_retime
+from vs_scripts.plan.cadence import Step, at_cut, output_count, plan_retime
 
 
 def test_12_to_24_alternates_copies_and_midpoints() -> None:
     steps = plan_retime(4, F(12), F(24))
-    assert steps == [Step(0, F(0)), Step(0, F(1, 2)), Step(1, F(0)), Step(1, F(1, 2)),
-                     Step(2, F(0)), Step(2, F(1, 2)), Step(3, F(0)), Step(3, F(0))]  # fmt: skip
+    assert steps == [
+        Step(0, F(0)),
+        Step(0, F(1, 2)),
+        Step(1, F(0)),
+        Step(1, F(1, 2)),
+        Step(2, F(0)),
+        Step(2, F(1, 2)),
+        Step(3, F(0)),
+        Step(3, F(0)),
+    ]
 
 
 def test_8_to_24_thirds() -> None:

@@ -8,7 +8,16 @@ import sys
 
 import pytest
 
-PURE = ["vs_scripts.preset", "vs_scripts.media", "vs_scripts.render", "daemon.commands"]
+PURE = [
+    "vs_scripts.plan.preset",
+    "vs_scripts.plan.media",
+    "vs_scripts.plan.render",
+    "vs_scripts.plan.cadence",
+    "daemon.engine.commands",
+    "daemon.engine.checks",
+    "daemon.runtime.states",
+    "daemon.runtime.config",
+]
 FIRST_PARTY = ("app", "daemon", "vs_scripts", "tests")
 
 
@@ -30,12 +39,14 @@ def test_pure_core_imports_only_stdlib(module: str) -> None:
     assert not third_party, f"{module} pulls in {sorted(third_party)}"
 
 
-@pytest.mark.parametrize("module", ["daemon.pipeline", "daemon.presets", "daemon.probe"])
+@pytest.mark.parametrize(
+    "module", ["daemon.engine.pipeline", "daemon.engine.presets", "daemon.core.probe"]
+)
 def test_daemon_never_imports_textual_or_app(module: str) -> None:
     mods = loaded_modules(module)
     assert not any(m == "textual" or m.startswith(("textual.", "app")) for m in mods)
 
 
 def test_vs_scripts_pure_parts_do_not_import_daemon() -> None:
-    mods = loaded_modules("vs_scripts.render")
+    mods = loaded_modules("vs_scripts.plan.render")
     assert not any(m.startswith(("daemon", "app")) for m in mods)

@@ -6,25 +6,46 @@ from fractions import Fraction
 
 import pytest
 
-from vs_scripts.media import ProbeError, is_vfr, parse_ffprobe
+from vs_scripts.plan.media import ProbeError, is_vfr, parse_ffprobe
 
 
 def ffprobe_json(**video: object) -> dict:
     v = {
-        "index": 0, "codec_type": "video", "codec_name": "h264", "width": 1280, "height": 720,
-        "pix_fmt": "yuv420p", "r_frame_rate": "24/1", "avg_frame_rate": "24/1",
-        "nb_frames": "48", "duration": "2.000000", "start_time": "0.000000",
-        "color_space": "bt709", "color_transfer": "bt709", "color_primaries": "bt709",
+        "index": 0,
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": 1280,
+        "height": 720,
+        "pix_fmt": "yuv420p",
+        "r_frame_rate": "24/1",
+        "avg_frame_rate": "24/1",
+        "nb_frames": "48",
+        "duration": "2.000000",
+        "start_time": "0.000000",
+        "color_space": "bt709",
+        "color_transfer": "bt709",
+        "color_primaries": "bt709",
         "color_range": "tv",
-    }  # fmt: skip
+    }
     v.update(video)
     return {
         "streams": [
             v,
-            {"index": 1, "codec_type": "audio", "codec_name": "aac", "sample_rate": "44100",
-             "channels": 2, "duration": "2.01", "start_time": "0.021333"},
-        ],  # fmt: skip
-        "format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "2.01", "bit_rate": "900000"},
+            {
+                "index": 1,
+                "codec_type": "audio",
+                "codec_name": "aac",
+                "sample_rate": "44100",
+                "channels": 2,
+                "duration": "2.01",
+                "start_time": "0.021333",
+            },
+        ],
+        "format": {
+            "format_name": "mov,mp4,m4a,3gp,3g2,mj2",
+            "duration": "2.01",
+            "bit_rate": "900000",
+        },
     }
 
 
@@ -66,9 +87,12 @@ def test_is_vfr_tolerates_timestamp_rounding() -> None:
 
 @pytest.mark.parametrize(
     ("side", "tags", "expected"),
-    [([{"side_data_type": "Display Matrix", "rotation": -90}], {}, 270), ([], {"rotate": "90"}, 90),
-     ([], {}, 0)],
-)  # fmt: skip
+    [
+        ([{"side_data_type": "Display Matrix", "rotation": -90}], {}, 270),
+        ([], {"rotate": "90"}, 90),
+        ([], {}, 0),
+    ],
+)
 def test_rotation(side: list, tags: dict, expected: int) -> None:
     info = parse_ffprobe(ffprobe_json(side_data_list=side, tags=tags), path="r.mp4")
     assert info.rotation == expected
@@ -103,4 +127,6 @@ def test_no_frames_is_a_clear_error() -> None:
 
 def test_truncated_file_header_lists_more_frames_than_present() -> None:
     with pytest.raises(ProbeError, match="truncated"):
-        parse_ffprobe(ffprobe_json(nb_frames="48"), path="t.mp4", packet_pts=[i / 24 for i in range(30)])
+        parse_ffprobe(
+            ffprobe_json(nb_frames="48"), path="t.mp4", packet_pts=[i / 24 for i in range(30)]
+        )

@@ -7,12 +7,17 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import pytest
-
-from daemon.presets import builtin_dir, find_preset, list_presets, load_preset_file, save_preset
-from vs_scripts.errors import AppError, PresetError
 import tomli_w
 
-from vs_scripts.preset import (
+from daemon.engine.presets import (
+    builtin_dir,
+    find_preset,
+    list_presets,
+    load_preset_file,
+    save_preset,
+)
+from vs_scripts.plan.errors import AppError, PresetError
+from vs_scripts.plan.preset import (
     SCHEMA,
     Preset,
     load_preset,
@@ -62,10 +67,19 @@ def test_defaults_and_types() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(24, Fraction(24)), (29.97, Fraction(30000, 1001)), ("24000/1001", Fraction(24000, 1001)),
-     (23.976, Fraction(24000, 1001)), ("25", Fraction(25)), (0, Fraction(0)),
-     (-1, None), ("x", None), (True, None), ("1/0", None)],
-)  # fmt: skip
+    [
+        (24, Fraction(24)),
+        (29.97, Fraction(30000, 1001)),
+        ("24000/1001", Fraction(24000, 1001)),
+        (23.976, Fraction(24000, 1001)),
+        ("25", Fraction(25)),
+        (0, Fraction(0)),
+        (-1, None),
+        ("x", None),
+        (True, None),
+        ("1/0", None),
+    ],
+)
 def test_parse_fps(value: object, expected: Fraction | None) -> None:
     assert parse_fps(value) == expected
 
@@ -103,10 +117,20 @@ def test_schema_documents_every_key() -> None:
 
 @pytest.mark.parametrize(
     ("src", "expected"),
-    [(F(12), F(24)), (F(8), F(24)), (F(15), F(30)), (F(10), F(30)), (F(25, 2), F(25)),
-     (F(16), F(24)), (F(24), F(24)), (F(25), F(25)), (F(30000, 1001), F(30000, 1001)),
-     (F(24000, 1001), F(24000, 1001)), (F(60), F(60))],
-)  # fmt: skip
+    [
+        (F(12), F(24)),
+        (F(8), F(24)),
+        (F(15), F(30)),
+        (F(10), F(30)),
+        (F(25, 2), F(25)),
+        (F(16), F(24)),
+        (F(24), F(24)),
+        (F(25), F(25)),
+        (F(30000, 1001), F(30000, 1001)),
+        (F(24000, 1001), F(24000, 1001)),
+        (F(60), F(60)),
+    ],
+)
 def test_natural_fps(src: F, expected: F) -> None:
     assert natural_fps(src) == expected
 

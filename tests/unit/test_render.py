@@ -10,22 +10,36 @@ from pathlib import Path
 
 import pytest
 
-from daemon.presets import builtin_dir, load_preset_file
-from vs_scripts.media import AudioStream, MediaInfo
-from vs_scripts.preset import load_preset
-from vs_scripts.render import plan_script, render_script
+from daemon.engine.presets import builtin_dir, load_preset_file
+from vs_scripts.plan.media import AudioStream, MediaInfo
+from vs_scripts.plan.preset import load_preset
+from vs_scripts.plan.render import plan_script, render_script
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
-HOSTILE = "/tmp/it's a \"clip\" $(rm -rf ~); é.mp4"
+HOSTILE = '/tmp/it\'s a "clip" $(rm -rf ~); é.mp4'
 
 
 def media(**kw: object) -> MediaInfo:
     base = MediaInfo(
-        path=HOSTILE, container="mov,mp4", width=640, height=360, fps=Fraction(12), vfr=False,
-        frame_count=36, duration=3.0, codec="h264", pixel_format="yuv420p", bit_depth=8,
-        matrix=None, transfer=None, primaries=None, color_range=None, rotation=0,
-        start_time=0.0, audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
-    )  # fmt: skip
+        path=HOSTILE,
+        container="mov,mp4",
+        width=640,
+        height=360,
+        fps=Fraction(12),
+        vfr=False,
+        frame_count=36,
+        duration=3.0,
+        codec="h264",
+        pixel_format="yuv420p",
+        bit_depth=8,
+        matrix=None,
+        transfer=None,
+        primaries=None,
+        color_range=None,
+        rotation=0,
+        start_time=0.0,
+        audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
+    )
     return replace(base, **kw)
 
 
@@ -46,11 +60,14 @@ def test_deterministic_and_valid_python() -> None:
 
 
 def test_no_path_or_preset_string_in_the_code() -> None:
-    preset = load_preset('[preset]\ndescription = "x\\"); import os; os.system(\\"id"\n',
-                         source="evil.toml")  # fmt: skip
+    preset = load_preset(
+        '[preset]\ndescription = "x\\"); import os; os.system(\\"id"\n', source="evil.toml"
+    )
     text = render_script(preset, media())
     tree = ast.parse(text)
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    strings = {
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
     assert strings <= {"src", "cache", "", "rife_model", "upscale_model", "lut"}, strings
     assert HOSTILE not in text and "os.system" not in text
 
@@ -89,7 +106,7 @@ def test_tensorrt_engine_cache_arrives_as_an_argument() -> None:
 
 
 def test_saliency_crop_focus_is_a_typed_number() -> None:
-    from vs_scripts.render import Tuning, crop_focus
+    from vs_scripts.plan.render import Tuning, crop_focus
 
     preset = load_preset('[frame]\nwidth = 1080\nheight = 1920\nfit = "saliency"\n')
     text = render_script(preset, media(), Tuning(focus=0.8125))

@@ -6,13 +6,20 @@ import itertools
 
 import pytest
 
-from daemon.states import ALLOWED, JobState, TransitionError, check_transition
+from daemon.runtime.states import ALLOWED, JobState, TransitionError, check_transition
 
 EXPECTED = {
-    ("queued", "running"), ("queued", "cancelled"), ("queued", "failed"),
-    ("running", "done"), ("running", "failed"), ("running", "queued"), ("running", "cancelled"),
-    ("done", "queued"), ("failed", "queued"), ("cancelled", "queued"),
-}  # fmt: skip
+    ("queued", "running"),
+    ("queued", "cancelled"),
+    ("queued", "failed"),
+    ("running", "done"),
+    ("running", "failed"),
+    ("running", "queued"),
+    ("running", "cancelled"),
+    ("done", "queued"),
+    ("failed", "queued"),
+    ("cancelled", "queued"),
+}
 
 
 @pytest.mark.parametrize(("old", "new"), list(itertools.product(JobState, JobState)))

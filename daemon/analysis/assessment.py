@@ -1,0 +1,134 @@
+"""A batch's assessment and colour plan: probe and analyse every clip, pick the reference,
+fit each clip's match, bake the ``.cube`` files. Called by the engine's batch step
+(:meth:`daemon.engine.finish.Engine.assess`), which caches it per batch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from daemon.analysis import grading as colour
+from daemon.core.artifacts import (
+    BatchSummary,
+    ClipAssessment,
+    ClipDecision,
+    ClipPlan,
+    write_assessment,
+    write_batch,
+)
+from daemon.core.files import short_name
+from daemon.core.probe import probe
+from vs_scripts.plan.errors import AppError
+from vs_scripts.plan.preset import Preset
+from vs_scripts.plan.render import crop_axis, crop_focus, source_colour, tune
+
+log = logging.getLogger(__name__)
+
+
+def plan_batch(
+    sources: dict[str, Path], preset: Preset, work: Path, *, reference: str | None = None
+) -> tuple[BatchSummary | None, dict[str, ClipPlan]]:
+    """Analyse ``sources`` (key -> clip) as one batch; returns the batch summary and key ->
+    plan. Writes ``batch.json``, one ``NAME.assessment.json`` and (when matched) one
+    ``NAME.cube`` per clip into ``work``. A clip that cannot be analysed is left out (its own
+    job reports why)."""
+    work.mkdir(parents=True, exist_ok=True)
+    stats, medias = _analyse(sources)
+    if not stats:
+        return None, {}
+    ref_name, why = _reference(stats, reference)
+    ref = next(s for s in stats.values() if s.name == ref_name)
+    log.info("batch reference: %s (%s)", ref_name, why)
+    plans: dict[str, ClipPlan] = {}
+    decisions: dict[str, ClipDecision] = {}
+    for key, st in stats.items():
+        src = sources[key]
+        match = (
+            colour.fit_match(st, ref)
+            if preset.colour.match
+            else colour.Match(st.name, ref_name, False, "colour matching is off in the preset")
+        )
+        if not match.applied and match.reason.startswith("too different"):
+            log.warning("%s: %s", st.name, match.reason)
+        lut_path = None
+        if match.applied:
+            lut_path = work / f"{key_stem(key, src)}.cube"
+            table = colour.bake_lut(match, strength=preset.colour.strength)
+            colour.write_cube(lut_path, table, title=f"finishline match to {ref_name}")
+        tuning = tune(
+            preset,
+            noise=st.noise,
+            blockiness=st.blockiness,
+            lut=lut_path is not None,
+            focus=saliency_focus(preset, medias[key], st),
+        )
+        assessment = ClipAssessment(
+            st.name,
+            st.to_json(),
+            ref_name,
+            why,
+            match.to_json(),
+            tuning.deblock,
+            tuning.denoise_strength,
+            "assessment" if preset.restore.auto else "preset",
+            tuning.focus,
+        )
+        a_path = write_assessment(work / f"{key_stem(key, src)}.assessment.json", assessment)
+        plans[key] = ClipPlan(str(src), tuning, lut_path, a_path)
+        decisions[st.name] = ClipDecision(match.applied, match.reason)
+    summary = BatchSummary(ref_name, why, decisions)
+    write_batch(work, summary)
+    return summary, plans
+
+
+def _analyse(sources: dict[str, Path]) -> tuple[dict[str, colour.ClipStats], dict[str, object]]:
+    stats: dict[str, colour.ClipStats] = {}
+    medias: dict[str, object] = {}
+    for key, src in sources.items():
+        try:
+            media = probe(src)
+            sc, _ = source_colour(media)
+            st = colour.analyse_clip(
+                str(src),
+                matrix=sc.matrix,
+                transfer=sc.transfer,
+                primaries=sc.primaries,
+                color_range=sc.range,
+            )
+        except Exception as exc:  # a bad clip fails in its own job, not the whole batch
+            log.info("%s: left out of the batch assessment (%s)", src.name, exc)
+            continue
+        st.name = src.name
+        stats[key] = st
+        medias[key] = media
+    return stats, medias
+
+
+def _reference(stats: dict[str, colour.ClipStats], reference: str | None) -> tuple[str, str]:
+    if reference is None:
+        return colour.choose_reference(list(stats.values()))
+    names = [st.name for st in stats.values()]
+    if reference not in names:
+        raise AppError(
+            f"--reference {reference!r} is not one of this batch's clips: {', '.join(names)}."
+        )
+    return reference, "chosen by the user (--reference)"
+
+
+def saliency_focus(preset: Preset, media, st: colour.ClipStats) -> float | None:  # type: ignore[no-untyped-def]
+    """Where a saliency crop of this clip sits, or ``None`` when the preset does not crop."""
+    if preset.frame.fit != "saliency":
+        return None
+    axis = crop_axis(preset, media)
+    if axis is None:
+        return None
+    profile = st.saliency_x if axis[0] == "x" else st.saliency_y
+    return crop_focus(profile, axis[1])
+
+
+def key_stem(key: str, src: Path) -> str:
+    """A file-name stem for a clip's batch files that always fits a file system's 255-byte
+    limit: the source stem (prefixed by its batch key when that is not the path), cut and
+    suffixed with a hash when long."""
+    stem = src.stem if key == str(src) else f"{key}-{src.stem}"
+    return short_name(stem, limit=120)

@@ -1,0 +1,545 @@
+"""Assessment and colour matching across a batch.
+
+* :func:`analyse_clip` samples frames of a clip (up to its first scene cut) at a small size and
+  measures noise, blockiness, sharpness, exposure flicker, duplicated frames and its colour
+  distribution in CIELAB.
+* :func:`choose_reference` takes the user's reference (a ``ref`` marker in the file name) or the
+  clip that needs the least correction, and says why.
+* :func:`fit_match` first registers the clip's sampled frames onto the reference's (SIFT +
+  RANSAC homography: takes of one scene share a background) and fits a primary grade
+  (saturation, contrast, gamma, white-balance gains, exposure, offsets) to the corresponding
+  pixels, robustly. Where nothing registers it falls back to statistics in CIELAB: a monotone
+  tone curve on L* from trimmed percentiles and an offset plus chroma scale on a*, b*; and
+  refuses clips of another scene instead of forcing them.
+* :func:`bake_lut` turns the correction into a 33³ ``.cube`` (Resolve/ffmpeg ``lut3d``) with a
+  strength setting, highlight roll-off and skin-tone protection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from daemon.core.files import atomic_write
+
+PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
+
+
+# -- colour space (BT.709 primaries = sRGB primaries, D65) ------------------------------------
+
+
+def _colour():  # type: ignore[no-untyped-def]
+    """colour-science, imported quietly (it warns about optional plotting packages)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import colour
+    return colour
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    c = _colour()
+    return c.XYZ_to_Lab(c.sRGB_to_XYZ(np.clip(rgb, 0.0, 1.0)))
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    c = _colour()
+    return c.XYZ_to_sRGB(c.Lab_to_XYZ(lab))
+
+
+def delta_e(lab1: np.ndarray, lab2: np.ndarray) -> float:
+    return float(_colour().delta_E(lab1, lab2, method="CIE 2000"))
+
+
+# -- assessment --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClipStats:
+    name: str
+    frames_sampled: int
+    lab_mean: list[float]
+    lab_percentiles: list[list[float]]  # L, a, b at PERCENTILES
+    ab_std: float
+    noise: float  # robust sigma of the luma high-pass, in 8-bit code values
+    blockiness: float  # 8x8 grid edge energy / off-grid edge energy (1 = no blocking)
+    sharpness: float  # mean gradient magnitude of luma, 8-bit code values per pixel
+    flicker: float  # std of frame-to-frame mean-luma change after detrending, in %
+    duplicate_ratio: float  # share of sampled neighbours that are identical
+    cut_at: int | None  # first scene cut found (frame index), if any
+    saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
+    saliency_y: list[float] = field(default_factory=list)  # ... per row bin
+    # the sampled frames (uint8 RGB), kept in memory for registration; never serialised
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out.pop("samples", None)
+        return out
+
+
+def noise_sigma(luma: np.ndarray) -> float:
+    """Immerkær's fast noise estimate (robust median form), 8-bit code values."""
+    y = luma * 255.0
+    lap = (
+        y[:-2, :-2]
+        - 2 * y[:-2, 1:-1]
+        + y[:-2, 2:]
+        - 2 * y[1:-1, :-2]
+        + 4 * y[1:-1, 1:-1]
+        - 2 * y[1:-1, 2:]
+        + y[2:, :-2]
+        - 2 * y[2:, 1:-1]
+        + y[2:, 2:]
+    )
+    return float(np.median(np.abs(lap)) * math.sqrt(math.pi / 2) / 6.0 * 1.4826 / 1.0)
+
+
+def blockiness(luma: np.ndarray) -> float:
+    """Edge energy on the 8-pixel grid against elsewhere (full-resolution luma)."""
+    d = np.abs(np.diff(luma, axis=1))
+    cols = np.arange(d.shape[1])
+    on = d[:, (cols % 8) == 7].mean()
+    off = d[:, (cols % 8) != 7].mean()
+    dv = np.abs(np.diff(luma, axis=0))
+    rows = np.arange(dv.shape[0])
+    on_v = dv[(rows % 8) == 7, :].mean()
+    off_v = dv[(rows % 8) != 7, :].mean()
+    return float((on + on_v) / max(1e-6, off + off_v))
+
+
+def sharpness(luma: np.ndarray) -> float:
+    gy, gx = np.gradient(luma * 255.0)
+    return float(np.mean(np.hypot(gx, gy)))
+
+
+def exposure_flicker(means: list[float]) -> float:
+    """Frame-to-frame change of mean luma in %, after removing slow trends (real lighting
+    changes, pans), from the mean luma of consecutive frames."""
+    if len(means) < 2:
+        return 0.0
+    changes = np.diff(means) * 100 / max(1e-6, float(np.mean(means)))
+    if len(changes) < 3:
+        return float(np.std(changes))
+    changes = changes - np.convolve(changes, np.ones(5) / 5, mode="same")
+    return float(np.std(changes[2:-2])) if len(changes) > 4 else float(np.std(changes))
+
+
+def spectral_saliency(luma: np.ndarray) -> np.ndarray:
+    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) of a small luma image."""
+    from scipy.ndimage import gaussian_filter, uniform_filter
+
+    f = np.fft.fft2(luma)
+    log_amp = np.log(np.abs(f) + 1e-8)
+    residual = log_amp - uniform_filter(log_amp, size=3, mode="wrap")
+    sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(f)))) ** 2
+    return gaussian_filter(sal, sigma=max(1.0, luma.shape[1] / 32))
+
+
+def saliency_profiles(frames: list[np.ndarray], bins: int = 32) -> tuple[list[float], list[float]]:
+    """Where a clip's subject is: spectral-residual saliency plus motion between the sampled
+    frames, summed over columns and rows into ``bins`` shares each (each list sums to 1)."""
+    small = []
+    for rgb in frames:
+        y = rgb.mean(axis=-1)
+        fy, fx = max(1, y.shape[0] // 36), max(1, y.shape[1] // 64)
+        h, w = y.shape[0] // fy * fy, y.shape[1] // fx * fx
+        small.append(y[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3)))
+    total = np.zeros_like(small[0])
+    for y in small:
+        sal = spectral_saliency(y)
+        total += sal / max(1e-12, float(sal.sum()))
+    for a, b in itertools.pairwise(small):
+        motion = np.abs(b - a)
+        if motion.sum() > 1e-6:
+            total += motion / float(motion.sum())
+
+    def profile(v: np.ndarray) -> list[float]:
+        edges = np.linspace(0, len(v), bins + 1)
+        out = [
+            float(v[int(a) : max(int(a) + 1, int(b))].sum()) for a, b in itertools.pairwise(edges)
+        ]
+        t = sum(out) or 1.0
+        return [round(x / t, 5) for x in out]
+
+    return profile(total.sum(axis=0)), profile(total.sum(axis=1))
+
+
+def analyse_frames(
+    name: str,
+    frames: list[np.ndarray],
+    full_luma: list[np.ndarray],
+    frame_means: list[float],
+    cut_at: int | None = None,
+) -> ClipStats:
+    """Stats from sampled RGB frames (small, float 0..1, HxWx3), full-size luma samples and
+    the mean luma of every frame (before the first cut)."""
+    stack = np.stack(frames)
+    lab = rgb_to_lab(stack.reshape(-1, 3))
+    pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
+    dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in itertools.pairwise(frames)]
+    sal_x, sal_y = saliency_profiles(frames)
+    samples = (np.clip(stack, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return ClipStats(
+        name=name,
+        frames_sampled=len(frames),
+        lab_mean=[float(x) for x in lab.mean(axis=0)],
+        lab_percentiles=pct.tolist(),
+        ab_std=float(np.sqrt(lab[:, 1].var() + lab[:, 2].var())),
+        noise=float(np.median([noise_sigma(y) for y in full_luma])),
+        blockiness=float(np.median([blockiness(y) for y in full_luma])),
+        sharpness=float(np.median([sharpness(y) for y in full_luma])),
+        flicker=exposure_flicker(frame_means),
+        duplicate_ratio=float(np.mean(dups)) if dups else 0.0,
+        cut_at=cut_at,
+        saliency_x=sal_x,
+        saliency_y=sal_y,
+        samples=samples,
+    )
+
+
+def analyse_clip(
+    path: str,
+    *,
+    matrix: int,
+    transfer: int,
+    primaries: int,
+    color_range: int,
+    samples: int = 12,
+    small: tuple[int, int] = (320, 180),
+) -> ClipStats:
+    """Decode sampled frames with VapourSynth (in-process) and measure them."""
+    import vapoursynth as vs
+
+    core = vs.core
+    clip = core.bs.VideoSource(path, cachemode=0)
+    from vs_scripts.runtime.filters import range_props
+
+    clip = core.std.SetFrameProps(
+        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
+    )
+    rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
+    tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+    stats = [
+        (float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"]))
+        for f in core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()
+    ]
+    diffs = [d for d, _ in stats]
+    med = float(np.median(diffs)) if diffs else 0.0
+    cut_at = next((i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)), None)
+    usable = cut_at or clip.num_frames
+    idx = sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
+    frames = [np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1) for i in idx]
+    luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
+    full = [np.asarray(luma_clip.get_frame(i)[0]).copy() for i in idx[:: max(1, len(idx) // 4)]]
+    means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
+    return analyse_frames(Path(path).name, frames, full, means, cut_at)
+
+
+# -- the reference -----------------------------------------------------------------------------
+
+
+def is_marked_reference(name: str) -> bool:
+    stem = Path(name).stem.lower()
+    return any(
+        tok in ("ref", "reference")
+        for tok in stem.replace("-", "_")
+        .replace(".", "_")
+        .replace("[", "_")
+        .replace("]", "_")
+        .split("_")
+    )
+
+
+def choose_reference(stats: list[ClipStats]) -> tuple[str, str]:
+    """(name, reason)."""
+    marked = [s for s in stats if is_marked_reference(s.name)]
+    if marked:
+        return marked[0].name, "marked as the reference in its file name"
+    if len(stats) == 1:
+        return stats[0].name, "the only clip"
+    # needs the least correction: closest to the batch's median look
+    med = np.median(np.array([s.lab_mean for s in stats]), axis=0)
+    dist = [delta_e(np.array(s.lab_mean), med) for s in stats]
+    best = int(np.argmin(dist))
+    return stats[best].name, (
+        f"closest to the batch's median look (ΔE00 {dist[best]:.2f}; others "
+        + ", ".join(
+            f"{s.name} {d:.2f}" for s, d in zip(stats, dist, strict=False) if s is not stats[best]
+        )
+        + ")"
+    )
+
+
+# -- fitting -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Match:
+    name: str
+    reference: str
+    applied: bool
+    reason: str
+    l_in: list[float] = field(default_factory=list)
+    l_out: list[float] = field(default_factory=list)
+    ab_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    ab_centre: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    chroma_scale: float = 1.0
+    delta_e_before: float = 0.0
+    method: str = "statistics"  # or "registered"
+    grade: list[float] = field(default_factory=list)  # GRADE_KEYS, for "registered"
+    pairs: int = 0  # corresponding pixels the registered fit used
+
+    def to_json(self) -> dict[str, object]:
+        out = asdict(self)
+        if self.grade:
+            out["grade"] = dict(zip(GRADE_KEYS, (round(v, 4) for v in self.grade), strict=True))
+        return out
+
+
+# -- registration: the shared background tells the cast directly ------------------------------
+
+#: a colourist's primary grade, applied in this order (the inverse of how a cast is usually
+#: made): saturation, contrast about mid-grey, gamma, white balance gains (linear light, green
+#: fixed) with exposure, then an offset per channel
+GRADE_KEYS = (
+    "saturation",
+    "contrast",
+    "gamma",
+    "gain_r",
+    "gain_b",
+    "exposure",
+    "offset_r",
+    "offset_g",
+    "offset_b",
+)
+IDENTITY_GRADE = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+GRADE_BOUNDS = (
+    (0.5, 1.8),
+    (0.6, 1.6),
+    (0.6, 1.6),
+    (0.7, 1.4),
+    (0.7, 1.4),
+    (0.6, 1.6),
+    (-0.1, 0.1),
+    (-0.1, 0.1),
+    (-0.1, 0.1),
+)
+_LUMA709 = np.array([0.2126, 0.7152, 0.0722])
+
+
+def apply_grade(rgb: np.ndarray, g: list[float] | tuple[float, ...]) -> np.ndarray:
+    """The grade on gamma-encoded RGB in 0..1 (any shape ending in 3)."""
+    sat, contrast, gamma, gain_r, gain_b, exposure, *offset = g
+    y = np.clip(rgb, 0.0, 1.0)
+    luma = (y @ _LUMA709)[..., None]
+    y = luma + sat * (y - luma)
+    y = (y - 0.5) * contrast + 0.5
+    y = np.clip(y, 1e-6, 1.0) ** gamma
+    lin = y**2.2 * np.array([gain_r, 1.0, gain_b]) * exposure
+    return np.clip(np.clip(lin, 0.0, 1.0) ** (1 / 2.2) + np.array(offset), 0.0, 1.0)
+
+
+def register_pairs(
+    src: np.ndarray, ref: np.ndarray, *, min_inliers: int = 25, step: int = 3
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Corresponding pixels of two takes of one scene: each sampled ``src`` frame is matched
+    (SIFT, ratio test, RANSAC homography) to the ``ref`` frame it overlaps best, warped onto
+    it, and the overlap (eroded at the edges) gives pixel pairs. ``None`` when no frame
+    registers: a different scene, or too little shared texture."""
+    import cv2
+
+    def gray(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.mean(axis=-1).astype(np.uint8))
+
+    sift = cv2.SIFT_create(nfeatures=1500)
+    refs = [sift.detectAndCompute(gray(r), None) for r in ref]
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    got_s, got_r = [], []
+    for frame in src:
+        ks, ds = sift.detectAndCompute(gray(frame), None)
+        if ds is None or len(ks) < min_inliers:
+            continue
+        best = None
+        for j, (kr, dr) in enumerate(refs):
+            if dr is None or len(kr) < min_inliers:
+                continue
+            knn = matcher.knnMatch(ds, dr, k=2)
+            good = [m for m, n in (x for x in knn if len(x) == 2) if m.distance < 0.75 * n.distance]
+            if len(good) < min_inliers:
+                continue
+            p1 = np.float32([ks[m.queryIdx].pt for m in good])
+            p2 = np.float32([kr[m.trainIdx].pt for m in good])
+            h, inliers = cv2.findHomography(p1, p2, cv2.RANSAC, 3.0)
+            if h is None:
+                continue
+            count = int(inliers.sum())
+            if count >= min_inliers and (best is None or count > best[0]):
+                best = (count, j, h)
+        if best is None:
+            continue
+        _, j, h = best
+        height, width = ref[j].shape[:2]
+        warped = cv2.warpPerspective(frame.astype(np.float32), h, (width, height))
+        valid = cv2.warpPerspective(
+            np.ones(frame.shape[:2], np.uint8), h, (width, height), flags=cv2.INTER_NEAREST
+        )
+        valid = cv2.erode(valid, np.ones((7, 7), np.uint8)) > 0
+        got_s.append(warped[valid][::step] / 255.0)
+        got_r.append(ref[j][valid][::step] / 255.0)
+    if not got_s:
+        return None
+    return np.concatenate(got_s), np.concatenate(got_r)
+
+
+def fit_grade(src: np.ndarray, ref: np.ndarray, *, keep: float = 80.0) -> list[float]:
+    """The grade taking ``src`` pixels to their ``ref`` partners: a robust (L1) fit, then a
+    least-squares refit on the ``keep`` % best-agreeing pairs, so moving subjects and small
+    misregistrations (the rest) do not pull it."""
+    from scipy.optimize import minimize
+
+    first = minimize(
+        lambda g: float(np.mean(np.abs(apply_grade(src, g) - ref))),
+        list(IDENTITY_GRADE),
+        method="Powell",
+        bounds=GRADE_BOUNDS,
+    )
+    err = np.abs(apply_grade(src, first.x) - ref).sum(axis=1)
+    sel = err <= np.percentile(err, keep)
+    second = minimize(
+        lambda g: float(np.mean((apply_grade(src[sel], g) - ref[sel]) ** 2)),
+        first.x,
+        method="L-BFGS-B",
+        bounds=GRADE_BOUNDS,
+    )
+    return [float(v) for v in second.x]
+
+
+def scene_distance(a: ClipStats, b: ClipStats) -> float:
+    """How different two clips' content is, beyond what a colour cast explains: compares the
+    *shape* of their L* distributions (spread and skew) and chroma spread."""
+    pa, pb = np.array(a.lab_percentiles[0]), np.array(b.lab_percentiles[0])
+    spread_a, spread_b = pa[-1] - pa[0], pb[-1] - pb[0]
+    ratio = max(spread_a, spread_b) / max(1e-3, min(spread_a, spread_b))
+    na = (pa - pa[3]) / max(1e-3, spread_a)
+    nb = (pb - pb[3]) / max(1e-3, spread_b)
+    shape = float(np.abs(na - nb).mean())
+    chroma = max(a.ab_std, b.ab_std) / max(1e-3, min(a.ab_std, b.ab_std))
+    return float(
+        max(ratio - 1, 0) + 4 * shape + max(chroma - 1, 0) * 0.5 + abs(pa[3] - pb[3]) / 40.0
+    )
+
+
+def fit_match(src: ClipStats, ref: ClipStats, *, max_distance: float = 1.6) -> Match:
+    if src.name == ref.name:
+        return Match(src.name, ref.name, False, "this is the reference")
+    before = delta_e(np.array(src.lab_mean), np.array(ref.lab_mean))
+    if src.samples is not None and ref.samples is not None:
+        found = register_pairs(src.samples, ref.samples)
+        if found is not None and len(found[0]) >= 2000:
+            grade = fit_grade(*found)
+            return Match(
+                src.name,
+                ref.name,
+                True,
+                f"matched on {len(found[0])} corresponding pixels of the scene both show",
+                delta_e_before=before,
+                method="registered",
+                grade=grade,
+                pairs=len(found[0]),
+            )
+    dist = scene_distance(src, ref)
+    if dist > max_distance:
+        return Match(
+            src.name,
+            ref.name,
+            False,
+            f"too different from the reference to match (scene distance {dist:.2f} > "
+            f"{max_distance}); left as it is: it looks like another scene",
+            delta_e_before=before,
+        )
+    l_in = list(src.lab_percentiles[0])
+    l_out = list(ref.lab_percentiles[0])
+    # keep the curve monotone with slopes in [0.5, 2]
+    for i in range(1, len(l_in)):
+        dx = max(1e-3, l_in[i] - l_in[i - 1])
+        slope = (l_out[i] - l_out[i - 1]) / dx
+        l_out[i] = l_out[i - 1] + dx * min(2.0, max(0.5, slope))
+    ab_src = np.array(src.lab_mean[1:])
+    ab_ref = np.array(ref.lab_mean[1:])
+    scale = float(min(1.4, max(0.7, ref.ab_std / max(1e-3, src.ab_std))))
+    return Match(
+        src.name,
+        ref.name,
+        True,
+        "matched to the reference",
+        l_in=l_in,
+        l_out=l_out,
+        ab_offset=(ab_ref - ab_src).tolist(),
+        ab_centre=ab_src.tolist(),
+        chroma_scale=scale,
+        delta_e_before=before,
+    )
+
+
+def apply_match(
+    lab: np.ndarray, m: Match, *, strength: float = 1.0, protect_skin: bool = True
+) -> np.ndarray:
+    """The correction on Lab values (N x 3)."""
+    if not m.applied or strength <= 0:
+        return lab
+    out = lab.copy()
+    L = lab[:, 0]
+    # the curve through the percentile pairs; below the first from black, above the last
+    # parallel to identity (slope 1), capped at white
+    xs = [0.0, *m.l_in, 100.0]
+    ys = [0.0, *m.l_out, min(100.0, m.l_out[-1] + (100.0 - m.l_in[-1]))]
+    ys[-1] = max(ys[-2], ys[-1])
+    out[:, 0] = np.interp(L, xs, ys)
+    centre = np.array(m.ab_centre)
+    ab = (lab[:, 1:] - centre) * m.chroma_scale + centre + np.array(m.ab_offset)
+    out[:, 1:] = ab
+    weight = np.full(len(lab), float(strength))
+    # highlight roll-off: fade the correction out above L* 90 so whites do not clip or tint
+    weight *= 1.0 - np.clip((L - 90.0) / 10.0, 0.0, 1.0) * 0.7
+    if protect_skin:
+        hue = np.degrees(np.arctan2(lab[:, 2], lab[:, 1])) % 360
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        skin = (hue > 20) & (hue < 70) & (chroma > 10) & (chroma < 50) & (L > 25) & (L < 85)
+        # skin keeps its hue: only the lightness part of the correction applies fully
+        out[skin, 1:] = lab[skin, 1:] + (out[skin, 1:] - lab[skin, 1:]) * 0.5
+    return lab + (out - lab) * weight[:, None]
+
+
+def bake_lut(m: Match, *, size: int = 33, strength: float = 1.0) -> np.ndarray:
+    """size³ x 3 RGB table, red fastest (the .cube order)."""
+    grid = np.linspace(0.0, 1.0, size)
+    b, g, r = np.meshgrid(grid, grid, grid, indexing="ij")
+    rgb = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
+    if not m.applied:
+        return rgb
+    if m.method == "registered":
+        # measured on corresponding pixels, so applied as fitted, skin and highlights included
+        # (the fit reproduces what the reference shows there)
+        return np.clip(rgb + (apply_grade(rgb, m.grade) - rgb) * strength, 0.0, 1.0)
+    lab = apply_match(rgb_to_lab(rgb), m, strength=strength)
+    out = lab_to_rgb(lab)
+    # soft clip instead of hard clip near the gamut edges
+    return np.clip(out, 0.0, 1.0)
+
+
+def write_cube(path: Path, table: np.ndarray, *, title: str) -> None:
+    size = round(len(table) ** (1 / 3))
+    lines = [
+        f'TITLE "{title}"',
+        f"LUT_3D_SIZE {size}",
+        "DOMAIN_MIN 0.0 0.0 0.0",
+        "DOMAIN_MAX 1.0 1.0 1.0",
+    ]
+    lines += [f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in table]
+    atomic_write(path, "\n".join(lines) + "\n")

@@ -1,0 +1,61 @@
+"""Finding the external tools (ffmpeg, ffprobe, x265, vspipe) and running them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon.core.errors import ToolMissingError
+
+APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "x265": "x265"}
+
+
+def find_tool(name: str) -> str:
+    """Absolute path of ``name``. vspipe is looked for beside this Python first (the venv)."""
+    env = os.environ.get(f"FINISHLINE_{name.upper()}")
+    if env:
+        return env
+    if name == "vspipe":
+        here = Path(sys.executable).parent / "vspipe"
+        if here.exists():
+            return str(here)
+    found = shutil.which(name)
+    if found:
+        return found
+    if name == "vspipe":
+        raise ToolMissingError(
+            "vspipe was not found; install the project (`make run` or `pip install .`) so the "
+            "VapourSynth wheel provides it, then run `vapoursynth config`."
+        )
+    pkg = APT_PACKAGES.get(name, name)
+    raise ToolMissingError(
+        f"{name} was not found on PATH; install it with `apt-get install {pkg}`."
+    )
+
+
+def media_arg(path: str | os.PathLike[str]) -> str:
+    """A path for an ffmpeg tool that cannot be mistaken for an option or a URL protocol."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def run_capture(
+    cmd: Sequence[str], *, timeout: float | None = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command and capture its output (text, errors replaced)."""
+    return subprocess.run(
+        list(cmd),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.replace("\r", "\n").strip().splitlines()[-lines:])
