@@ -342,13 +342,24 @@ class Queue(QueueReader):
         )
 
     def set_priority(self, job_id: int, priority: int) -> Job:
+        """Set a job's priority (higher runs first)."""
+        self._require(job_id)
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET priority=?, updated=? WHERE id=?", (priority, time.time(), job_id)
             )
         return self._require(job_id)
 
-    # -- reading ----------------------------------------------------------------------------
+    def change_priority(self, job_id: int, delta: int) -> Job:
+        """Raise or lower a priority by ``delta`` in one statement, so quick presses each
+        count (no read-then-write on a stale snapshot)."""
+        self._require(job_id)
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET priority=priority+?, updated=? WHERE id=?",
+                (delta, time.time(), job_id),
+            )
+        return self._require(job_id)
 
     # -- sequence assembly -----------------------------------------------------------------------
 
