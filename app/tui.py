@@ -85,6 +85,11 @@ class Snapshot:
     error: str | None = None
 
 
+SCREEN_KEYS = "1 queue  2 logs  3 presets (F1-F3 in text fields)"
+"""The help line's keys that every screen has (the footer shows each screen's own)."""
+PRIORITY = Binding.Group("prio", compact=True)
+
+
 def bar(fraction: float, width: int = 10) -> str:
     full = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * full + "░" * (width - full)
@@ -140,19 +145,57 @@ def sample_system(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+# The queue table's columns, in order: at 80 columns the first eight fit (with the scrollbar);
+# the rest are there when the terminal is wider, or by scrolling right (kept across refreshes).
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("id", "id", 3),
+    ("clip", "clip", 18),
+    ("state", "state", 9),
+    ("progress", "progress", 10),
+    ("fps", "fps", 5),
+    ("eta", "eta", 7),
+    ("priority", "pri", 3),
+    ("attempts", "try", 3),
+    ("stage", "stage", 8),
+    ("frames", "frames", 11),
+    ("preset", "preset", 14),
+    ("batch", "batch", 5),
+)
+
+
+def job_cells(job: Job) -> tuple[str, ...]:
+    """The table cells of one job, in :data:`COLUMNS` order."""
+    progress = f"{bar(job.progress, 5)} {round(job.progress * 100):3d}%" if job.total else ""
+    return (
+        str(job.id),
+        job.name,
+        str(job.state),
+        progress,
+        f"{job.fps:.1f}" if job.fps else "",
+        fmt_eta(job.eta_s),
+        str(job.priority),
+        str(job.attempts),
+        job.stage,
+        f"{job.frame}/{job.total}" if job.total else "",
+        job.preset,
+        str(job.batch_id or ""),
+    )
+
+
 class QueueScreen(Screen):
     BINDINGS = [
-        Binding("enter", "open_job", "Details"),
-        Binding("p", "toggle_pause", "Pause/Resume"),
-        Binding("c", "cancel", "Cancel"),
-        Binding("t", "retry", "Retry"),
-        Binding("u", "requeue", "Re-queue"),
-        Binding("plus,equals_sign", "priority(1)", "Prio+"),
-        Binding("minus", "priority(-1)", "Prio-"),
-        Binding("f", "cycle_filter", "Filter"),
-        Binding("s", "cycle_sort", "Sort"),
-        Binding("o", "output_path", "Output"),
+        Binding("enter", "open_job", "Details", show=False),
+        Binding("p", "toggle_pause", "pause"),
+        Binding("c", "cancel", "cancel"),
+        Binding("t", "retry", "retry"),
+        Binding("u", "requeue", "requeue"),
+        Binding("plus,equals_sign", "priority(1)", "prio+", group=PRIORITY),
+        Binding("minus", "priority(-1)", "prio-", group=PRIORITY),
+        Binding("f", "cycle_filter", "filter"),
+        Binding("s", "cycle_sort", "sort"),
+        Binding("o", "output_path", "output", show=False),
     ]
+    HELP = f"↵ details  o output  {SCREEN_KEYS}"
 
     filter_name: reactive[str] = reactive("all")
     """Which jobs the table shows: all, active, failed or done."""
@@ -164,23 +207,13 @@ class QueueScreen(Screen):
         yield Static("", id="status", markup=False)
         yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="system", markup=False)
-        yield Footer()
+        yield Static(self.HELP, classes="keys-help", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#jobs", DataTable)
-        for col, width in (
-            ("id", 4),
-            ("clip", 22),
-            ("preset", 14),
-            ("batch", 5),
-            ("state", 9),
-            ("stage", 8),
-            ("progress", 18),
-            ("fps", 6),
-            ("eta", 7),
-            ("try", 3),
-        ):
-            table.add_column(col, key=col, width=width)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
 
     def show(self, snap: Snapshot) -> None:
         status = self.query_one("#status", Static)
@@ -205,26 +238,31 @@ class QueueScreen(Screen):
             "preset": lambda j: (j.preset, j.id),
         }[self.sort_key]
         jobs.sort(key=key)
+        self._update_rows(jobs)
+
+    def _update_rows(self, jobs: list[Job]) -> None:
+        """Change the table in place, row by row (keyed by job id), so the cursor and the
+        scroll position stay where the user put them."""
         table = self.query_one("#jobs", DataTable)
         selected = self.selected_id()
-        table.clear()
-        for j in jobs:
-            prog = f"{bar(j.progress)} {j.frame}/{j.total}" if j.total else ""
-            table.add_row(
-                str(j.id),
-                j.name,
-                j.preset,
-                str(j.batch_id or ""),
-                str(j.state),
-                j.stage,
-                prog,
-                f"{j.fps:.1f}" if j.fps else "",
-                fmt_eta(j.eta_s),
-                str(j.attempts),
-                key=str(j.id),
-            )
-        if selected is not None and str(selected) in table.rows:
-            table.move_cursor(row=table.get_row_index(str(selected)))
+        wanted = {str(j.id): job_cells(j) for j in jobs}
+        for row_key in [k for k in table.rows if k.value not in wanted]:
+            table.remove_row(row_key)
+        columns = [key for key, _, _ in COLUMNS]
+        for row_key, cells in wanted.items():
+            if row_key not in table.rows:
+                table.add_row(*cells, key=row_key)
+                continue
+            for column, old, new in zip(columns, table.get_row(row_key), cells, strict=True):
+                if old != new:
+                    table.update_cell(row_key, column, new)
+        order = {row_key: i for i, row_key in enumerate(wanted)}
+        if [r.key.value for r in table.ordered_rows] != list(wanted):
+            table.sort("id", key=lambda cell: order[str(cell)])
+        if selected is not None and str(selected) in wanted:
+            row = table.get_row_index(str(selected))
+            if row != table.cursor_row:
+                table.move_cursor(row=row)
 
     def selected_id(self) -> int | None:
         table = self.query_one("#jobs", DataTable)
@@ -253,9 +291,9 @@ class QueueScreen(Screen):
         self._control("requeue")
 
     def action_priority(self, delta: int) -> None:
-        job = self.app.job(self.selected_id())  # type: ignore[attr-defined]
-        if job:
-            self._control("set_priority", job.priority + delta)
+        """One atomic change per press (``priority = priority + delta`` in the queue), so quick
+        presses each count instead of writing a value read from a stale snapshot."""
+        self._control("change_priority", delta)
 
     def action_toggle_pause(self) -> None:
         self.app.toggle_pause()  # type: ignore[attr-defined]
@@ -291,7 +329,7 @@ class QueueScreen(Screen):
 class JobScreen(Screen):
     """Everything about one job: probe, assessment, stages, script, error, log lines, still."""
 
-    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "back")]
 
     def __init__(self, job_id: int) -> None:
         super().__init__()
@@ -311,7 +349,8 @@ class JobScreen(Screen):
             with TabPane("Still", id="still"):
                 yield Static("", id="still-path", markup=False)
                 yield StillImage(None, id="still-image")
-        yield Footer()
+        yield Static(SCREEN_KEYS, classes="keys-help", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.load()
@@ -386,7 +425,7 @@ class JobScreen(Screen):
 
 
 class LogScreen(Screen):
-    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "back")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -399,7 +438,8 @@ class LogScreen(Screen):
             )
             yield Input(placeholder="search", id="search")
         yield RichLog(id="log", wrap=True, markup=False, max_lines=5000)
-        yield Footer()
+        yield Static(SCREEN_KEYS, classes="keys-help", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.reload)
@@ -452,7 +492,7 @@ class PresetScreen(Screen):
                     with TabPane("TOML", id="toml-tab"):
                         yield TextArea("", id="editor", language="toml")
                 yield Static("", id="problems", markup=False)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.current: Path | None = None
@@ -603,11 +643,13 @@ class FinishlineApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "finishline"
     BINDINGS = [
-        Binding("1", "show_queue", "Queue"),
-        Binding("2", "show_logs", "Logs"),
-        Binding("3", "show_presets", "Presets"),
-        Binding("r", "refresh_now", "Refresh", show=False),
-        Binding("ctrl+q,q", "quit", "Quit"),
+        # 1/2/3 are typed into text fields; F1/F2/F3 switch screens from anywhere
+        Binding("1,f1", "show_queue", "queue", show=False),
+        Binding("2,f2", "show_logs", "logs", show=False),
+        Binding("3,f3", "show_presets", "presets", show=False),
+        Binding("r", "refresh_now", "refresh", show=False),
+        Binding("q", "quit", "quit"),
+        Binding("ctrl+q", "quit", "quit", show=False),
     ]
 
     def __init__(
@@ -713,6 +755,8 @@ class FinishlineApp(App):
             msg = f"job {job.id}: {job.state}" + (
                 " (cancel requested)" if job.cancel_requested and job.state == "running" else ""
             )
+            if fn_name in ("change_priority", "set_priority"):
+                msg += f", priority {job.priority}"
             self.call_from_thread(self.notify, msg, title=fn_name.replace("_", " "))
         except Exception as exc:  # TransitionError, or the database going away
             self.call_from_thread(

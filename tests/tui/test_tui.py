@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import Checkbox, Input, Select, Static, TextArea
+from textual import events
+from textual.widgets import Checkbox, DataTable, Input, Select, Static, TextArea
 
 from app.tui import FinishlineApp, PresetScreen, QueueScreen, make_app
 from daemon.runtime.queue import Queue
@@ -64,6 +67,19 @@ async def settle(pilot, app: FinishlineApp) -> None:  # type: ignore[no-untyped-
     await pilot.pause(0.1)
 
 
+def burst(app: FinishlineApp, *keys: str) -> None:
+    """Queue key presses the way a paste or a laggy SSH link delivers them: all at once, with
+    no waiting for the app to handle one before the next arrives (``pilot.press`` waits)."""
+    for key in keys:
+        char = key if len(key) == 1 else {"full_stop": ".", "plus": "+", "space": " "}.get(key)
+        app.post_message(events.Key(key, char))
+
+
+def screen_text(app: FinishlineApp) -> list[str]:
+    """The screen as the terminal shows it, one string per line."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
 def select_row(app: FinishlineApp, name: str) -> None:
     screen = app.screen
     assert isinstance(screen, QueueScreen)
@@ -78,10 +94,91 @@ async def test_table_shows_every_state_and_the_daemon_is_down(seeded: Path) -> N
         await settle(pilot, app)
         table = app.screen.query_one("#jobs")
         assert table.row_count == 5
-        cells = {str(table.get_row(k)[1]): str(table.get_row(k)[4]) for k in table.rows}
+        cells = {table.get_cell(k, "clip"): table.get_cell(k, "state") for k in table.rows}
         assert cells == states(seeded)
         status = str(app.screen.query_one("#status").render())
         assert "daemon NOT RUNNING" in status
+
+
+async def test_at_80x24_the_columns_that_matter_are_on_screen(seeded: Path) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.query_one("#jobs", DataTable)
+        visible = table.scrollable_content_region.width
+        widths = {
+            c.key.value: c.get_render_width(table) for c in table.ordered_columns if c.key.value
+        }
+        keys = list(widths)
+        needed = ("clip", "state", "progress", "fps", "eta", "priority")
+        assert sum(widths[k] for k in keys[: max(keys.index(k) for k in needed) + 1]) <= visible
+        row = next(line for line in screen_text(app) if "running.mp4" in line)
+        for cell in ("running", "25%", "4.5", "0:20"):
+            assert cell in row, row
+
+
+async def test_refresh_updates_rows_in_place_keeping_cursor_and_scroll(seeded: Path) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        table = app.screen.query_one("#jobs", DataTable)
+        select_row(app, "queued.mp4")
+        table.scroll_to(x=30, animate=False)
+        await pilot.pause(0.1)
+        assert table.scroll_x == 30
+        q = Queue(seeded / "queue.db")
+        running = next(j for j in q.jobs() if j.name == "running.mp4")
+        q.progress(running.id, stage="encode", frame=90, total=120, fps=6.0, eta_s=5)
+        new = q.add_job("/hot/p/new.mp4", name="new.mp4", preset="small-x265", content_hash="n")
+        q.close()
+        await settle(pilot, app)
+        assert table.row_count == 6 and str(new) in table.rows  # the new job is listed
+        assert table.get_cell(str(running.id), "progress").endswith("75%")
+        assert table.get_cell(str(running.id), "fps") == "6.0"
+        assert app.screen.selected_id() == next(
+            j.id for j in app.snapshot.jobs if j.name == "queued.mp4"
+        )
+        assert table.scroll_x == 30
+        assert table.ordered_rows[0].key.value == str(new)  # sorted: newest first
+        await pilot.press("f")  # active only: rows leave, the cursor stays on its job
+        await settle(pilot, app)
+        assert table.row_count == 3
+        assert table.get_row_at(table.cursor_row)[1] == "queued.mp4"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+async def test_every_key_is_in_the_footer_or_the_help_line(seeded: Path, width: int) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await settle(pilot, app)
+        footer, help_line = screen_text(app)[-1], " ".join(screen_text(app)[-3:-1])
+        assert len(footer.rstrip()) <= width
+        for shown in ("p pause", "c cancel", "t retry", "u requeue", "+-", "prio"):
+            assert shown in footer, footer
+        for shown in ("f filter", "s sort", "q quit"):
+            assert shown in footer, footer
+        for shown in ("↵ details", "o output", "1 queue", "2 logs", "3 presets"):
+            assert shown in help_line, help_line
+
+
+async def test_quick_priority_presses_each_count(seeded: Path) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        select_row(app, "queued.mp4")
+        burst(app, "plus", "plus", "plus")
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await settle(pilot, app)
+        job = next(j for j in app.snapshot.jobs if j.name == "queued.mp4")
+        assert job.priority == 3
+        table = app.screen.query_one("#jobs", DataTable)
+        assert table.get_cell(str(job.id), "priority") == "3"
+        burst(app, "minus")
+        await pilot.pause(0.3)
+        await app.workers.wait_for_complete()
+        await settle(pilot, app)
+        assert table.get_cell(str(job.id), "priority") == "2"
 
 
 async def test_actions_change_state_through_the_queue_interface(seeded: Path) -> None:
@@ -94,6 +191,10 @@ async def test_actions_change_state_through_the_queue_interface(seeded: Path) ->
         await settle(pilot, app)
         assert states(seeded)[queued] == "cancelled"
         failed = next(n for n, s in states(seeded).items() if s == "failed")
+        src = seeded / failed  # a retry needs the source to still be there
+        src.touch()
+        with contextlib.closing(sqlite3.connect(seeded / "queue.db")) as db, db:
+            db.execute("UPDATE jobs SET src=? WHERE name=?", (str(src), failed))
         select_row(app, failed)
         await pilot.press("t")
         await settle(pilot, app)
