@@ -271,26 +271,6 @@ def test_queue_cli_pause_resume_and_priority(runner: DaemonRunner, tmp_path: Pat
     assert runner.stop() == 0
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_units_verify(tmp_path: Path) -> None:
-    from daemon.runtime.systemd import render_user_unit
-
-    unit = tmp_path / "finishline.service"
-    unit.write_text(render_user_unit("/bin/true", tmp_path / "d.toml", tmp_path))
-    template = DATA.parent.parent / "systemd" / "finishline@.service"
-    inst = tmp_path / "finishline@render.service"
-    inst.write_text(
-        template.read_text().replace("/opt/finishline/.venv/bin/finishline", "/bin/true")
-    )
-    res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit), str(inst)], capture_output=True, text=True
-    )
-    problems = [
-        ln for ln in res.stderr.splitlines() if "finishline" in ln and "Documentation" not in ln
-    ]
-    assert not problems, res.stderr
-
-
 def test_a_batch_folder_with_a_manifest_is_assembled_once(
     runner: DaemonRunner, tmp_path: Path
 ) -> None:
