@@ -403,3 +403,14 @@ class Queue(QueueReader):
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {r[0]: r[1] for r in rows}
+
+    def set_intake_problems(self, problems: dict[str, str]) -> None:
+        """Record what the intake leaves alone (see :meth:`QueueReader.intake_problems`)."""
+        import json
+
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO settings(key, value) VALUES ('intake_problems', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(problems, sort_keys=True),),
+            )

@@ -218,6 +218,31 @@ class QueueReader:
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def active_job_for(self, src: str) -> Job | None:
+        """The queued or running job whose source is ``src`` (the intake queues a path once)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE src=? AND state IN ('queued', 'running') "
+                "ORDER BY id LIMIT 1",
+                (src,),
+            ).fetchone()
+        return Job.from_row(row) if row else None
+
+    def intake_problems(self) -> dict[str, str]:
+        """What the daemon's intake leaves alone, for people (the TUI shows it): a hot folder
+        without a valid preset, a file it will not take -> why, in one sentence."""
+        import json
+
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM settings WHERE key='intake_problems'"
+            ).fetchone()
+        try:
+            data = json.loads(row[0]) if row else {}
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
 
 def check_version(path: Path, version: int, tables: set[str]) -> None:
     """Refuse a database this finishline cannot read, with one sentence."""
