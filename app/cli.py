@@ -72,13 +72,13 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from daemon.engine.presets import find_preset, list_presets, load_preset_file
-    from vs_scripts.plan.errors import PresetError
+    from vs_scripts.plan.errors import AppError
 
     if args.action == "list":
         for name, path in list_presets().items():
             try:
                 desc = load_preset_file(path).preset.description
-            except PresetError:
+            except AppError:  # invalid, unreadable or not UTF-8: the others still list
                 desc = "(invalid: run `finishline presets check`)"
             print(f"{name:24} {desc}")
         return 0
@@ -89,7 +89,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
             try:
                 load_preset_file(path) if path.suffix == ".toml" else find_preset(str(path))
                 print(f"ok      {path}")
-            except PresetError as exc:
+            except AppError as exc:  # PresetError, or a file that cannot be read
                 bad += 1
                 print(f"invalid {exc}", file=sys.stderr)
         return 1 if bad else 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from pathlib import Path
 
 import tomli_w
 
 from daemon.core.files import atomic_write
 from daemon.core.places import shipped, xdg_dir
-from vs_scripts.plan.errors import AppError
+from vs_scripts.plan.errors import AppError, PresetError
 from vs_scripts.plan.preset import Preset, load_preset, preset_to_dict
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -37,17 +38,39 @@ def list_presets(dirs: list[Path] | None = None) -> dict[str, Path]:
     """Preset name -> file; earlier folders shadow later ones."""
     found: dict[str, Path] = {}
     for d in dirs or preset_dirs():
-        if d.is_dir():
-            for f in sorted(d.glob("*.toml")):
-                found.setdefault(f.stem, f)
+        try:
+            files = sorted(d.glob("*.toml")) if d.is_dir() else []
+        except OSError:  # a folder we may not read holds no preset we could load
+            continue
+        for f in files:
+            found.setdefault(f.stem, f)
     return dict(sorted(found.items()))
 
 
+MAX_PRESET_BYTES = 1 << 20
+
+
 def load_preset_file(path: Path) -> Preset:
+    """Read and validate one preset file. Every failure is one :class:`AppError` naming the
+    file: a :class:`PresetError` when the file was read but is no valid preset."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AppError(f"{path}: cannot read preset ({exc.strerror}).") from None
+        if not stat.S_ISREG(path.stat().st_mode):  # a folder, or a FIFO that would block
+            raise AppError(f"{path}: cannot read preset (it is not a regular file).")
+        with path.open("rb") as f:
+            data = f.read(MAX_PRESET_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise AppError(f"{path}: cannot read preset ({reason}).") from None
+    if len(data) > MAX_PRESET_BYTES:
+        raise PresetError([f"{path}: the file is over 1 MiB, too large to be a preset."])
+    body = data.removeprefix(b"\xef\xbb\xbf")  # the byte-order mark Notepad writes
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise PresetError(
+            [f"{path}: the file is not UTF-8 text (line {line}); save it as UTF-8."]
+        ) from None
     return load_preset(text, source=str(path), name=path.stem)
 
 

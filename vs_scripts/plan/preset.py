@@ -8,6 +8,9 @@ Validation collects *every* problem and raises one :class:`PresetError` listing 
 from __future__ import annotations
 
 import difflib
+import math
+import re
+import reprlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -39,8 +42,8 @@ class Key:
         if self.kind == "fps":
             return (
                 'use 0 or "source" (keep the source rate), "natural" (the nearest standard '
-                "rate at or above the source: 12 -> 24, 15 -> 30), a number like 24 or 29.97, "
-                'or "30000/1001"'
+                "rate at or above the source: 12 -> 24, 15 -> 30), a rate from 1 to "
+                f'{MAX_FPS} like 24 or 29.97, or "30000/1001"'
             )
         if self.kind == "bool":
             return "use true or false"
@@ -471,28 +474,52 @@ _SECTION_CLASSES = {
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_FPS = 1000
+"""The highest output rate a preset may ask for; a nonzero rate is at least 1."""
+_MAX_FPS_DENOMINATOR = 1_000_000  # keeps num/den inside the 32-bit rationals encoders take
+# Digits are bounded *before* Fraction sees them: Fraction("1e999999999") builds a
+# billion-digit integer (minutes of CPU), and "1/" followed by 5,000 nines is nearly as bad.
+_FPS_TEXT = re.compile(
+    r"\s*(?:(?P<num>\d{1,10})\s*/\s*(?P<den>\d{1,10})"
+    r"|(?P<dec>(?:\d{1,10}(?:\.\d{0,10})?|\.\d{1,10})(?:[eE][+-]?\d{1,2})?))\s*",
+    re.ASCII,
+)
+
+
+def _fps_in_range(rate: Fraction) -> Fraction | None:
+    if rate == 0 or (1 <= rate <= MAX_FPS and rate.denominator <= _MAX_FPS_DENOMINATOR):
+        return rate
+    return None
+
+
 def parse_fps(value: object) -> Fraction | None:
-    """Parse a frame rate: 0, 24, 29.97, "30000/1001". ``None`` if not a valid rate."""
+    """Parse a frame rate: 0, 24, 29.97, "30000/1001". ``None`` unless it is 0 (the source's
+    rate) or a rate from 1 to :data:`MAX_FPS`; never slow, whatever the input."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return Fraction(value) if value >= 0 else None
+        return Fraction(value) if value == 0 or 1 <= value <= MAX_FPS else None
     if isinstance(value, float):
-        if value < 0 or value != value:
+        if not (value == 0 or 1 <= value <= MAX_FPS):  # also refuses NaN and infinities
             return None
         # 23.976 -> 24000/1001 and 29.97 -> 30000/1001, the NTSC rates people mean.
         for base in (24, 30, 60, 120):
             ntsc = Fraction(base * 1000, 1001)
             if abs(float(ntsc) - value) < 0.0015:
                 return ntsc
-        return Fraction(value).limit_denominator(1001)
+        return _fps_in_range(Fraction(value).limit_denominator(1001))
     if isinstance(value, str):
+        match = _FPS_TEXT.fullmatch(value) if len(value) <= 40 else None
+        if match is None:
+            return None
         try:
-            num, _, den = value.partition("/")
-            frac = Fraction(int(num), int(den)) if den else Fraction(num)
+            if match["den"] is not None:
+                frac = Fraction(int(match["num"]), int(match["den"]))
+            else:
+                frac = Fraction(match["dec"])
         except (ValueError, ZeroDivisionError):
             return None
-        return frac if frac >= 0 else None
+        return _fps_in_range(frac)
     return None
 
 
@@ -516,49 +543,94 @@ def _suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+class _ShortRepr(reprlib.Repr):
+    """repr() for messages: long strings and deep containers abbreviated, and no
+    ValueError from an integer past Python's 4,300-digit str() limit."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            maxlevel=2, maxstring=60, maxother=60, maxlist=4, maxtuple=4, maxdict=4, maxset=4
+        )
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= 128:
+            return repr(x)
+        digits = int(x.bit_length() * math.log10(2)) + 1
+        return f"{'-' if x < 0 else ''}<an integer of about {digits} digits>"
+
+
+_short_repr = _ShortRepr().repr
+
+
+def _show(value: object) -> str:
+    """``value`` as a message shows it: abbreviated, never raising."""
+    try:
+        return _short_repr(value)
+    except Exception:  # a message must never fail; the type is enough to act on
+        return f"<a {type(value).__name__}>"
+
+
+def _name(name: str) -> str:
+    """A key or section name as written, or quoted and abbreviated where it is odd."""
+    return name if len(name) <= 40 and name.isprintable() and name.strip() == name else _show(name)
+
+
 def _check_value(key: Key, value: object, where: str) -> tuple[object, str | None]:
     """Return (converted value, problem or None)."""
     if value is None and key.optional:
         return None, None
-    problem = f"{where} = {value!r} is not allowed; {key.describe_allowed()}."
+
+    def refuse(extra: str = "") -> tuple[object, str]:
+        return None, f"{where} = {_show(value)} is not allowed; {key.describe_allowed()}.{extra}"
+
     if key.kind == "fps":
         if value == "natural":
             return "natural", None
         if value == "source":
             return Fraction(0), None
         fps = parse_fps(value)
-        if fps is None or fps > 1000:
-            return None, problem
-        return fps, None
+        return (fps, None) if fps is not None else refuse()
     if key.kind == "bool":
-        return (value, None) if isinstance(value, bool) else (None, problem)
+        return (value, None) if isinstance(value, bool) else refuse()
     if key.kind == "str":
         if not isinstance(value, str):
-            return None, problem
+            return refuse()
         if key.choices and value not in key.choices:
-            return None, problem + _suggest(value, key.choices)
+            return refuse(_suggest(value, key.choices))
         return value, None
-    # numbers
+    # numbers: NaN passes every comparison and inf overflows conversions, so both go first
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, problem
-    if key.kind == "int" and not isinstance(value, int):
-        if float(value).is_integer():
-            value = int(value)
-        else:
-            return None, problem
-    if key.kind == "float":
-        value = float(value)
+        return refuse()
+    if isinstance(value, float) and not math.isfinite(value):
+        return refuse()
+    if key.kind == "int" and isinstance(value, float):
+        if not value.is_integer():
+            return refuse()
+        value = int(value)
+    # int/float comparisons are exact, so a huge integer is refused here, before float()
     if (key.lo is not None and value < key.lo) or (key.hi is not None and value > key.hi):
-        return None, problem
-    return value, None
+        return refuse()
+    return (float(value) if key.kind == "float" else value), None
 
 
 def load_preset(text: str, *, source: str = "<preset>", name: str | None = None) -> Preset:
     """Parse and validate TOML text. Raises :class:`PresetError` listing every problem."""
+    if not isinstance(text, str):
+        raise PresetError([f"{source}: a preset is text, not {type(text).__name__}."])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PresetError([f"{source}: not valid TOML: {exc}."]) from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise PresetError(
+            [f"{source}: arrays or inline tables are nested too deeply to be a preset."]
+        ) from None
+    except ValueError as exc:  # int() past 4,300 digits; tomllib passes it on
+        raise PresetError(
+            [f"{source}: an integer has more than 4,300 digits; no setting takes one."]
+            if "digits" in str(exc)
+            else [f"{source}: not valid TOML: {exc}."]
+        ) from None
     return preset_from_dict(data, source=source, name=name or _stem(source))
 
 
@@ -573,18 +645,21 @@ def preset_from_dict(data: Mapping[str, object], *, source: str, name: str) -> P
     for section, table in data.items():
         if section not in _BY_SECTION:
             problems.append(
-                f"{source}: unknown section [{section}]; sections are "
+                f"{source}: unknown section [{_name(section)}]; sections are "
                 + ", ".join(f"[{s}]" for s in SECTIONS)
                 + "."
                 + _suggest(section, SECTIONS)
             )
             continue
         if not isinstance(table, Mapping):
-            problems.append(f"{source}: {section} must be a table ([{section}]).")
+            problems.append(
+                f"{source}: {section} = {_show(table)} is not allowed; {section} must be a "
+                f"table ([{section}])."
+            )
             continue
         keys = _BY_SECTION[section]
         for name_, value in table.items():
-            where = f"{source}: [{section}] {name_}"
+            where = f"{source}: [{section}] {_name(name_)}"
             key = keys.get(name_)
             if key is None:
                 problems.append(
