@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -103,12 +105,33 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from daemon.core.probe import probe
+    """Print the script ``process`` would run: the same batch assessment (tuning, colour LUT),
+    the same work folder, with the exact vspipe command in its header."""
+    from daemon.engine.finish import Engine, batch_key
     from daemon.engine.presets import find_preset
-    from vs_scripts.plan.render import render_script
 
     preset = find_preset(args.preset)
-    sys.stdout.write(render_script(preset, probe(args.clip)))
+    clip = Path(args.clip)
+    batch = [Path(p) for p in args.batch] if args.batch else [clip]
+    if clip not in batch:
+        batch.insert(0, clip)
+    missing = [str(p) for p in batch if not p.is_file()]
+    if missing:
+        _err(f"no such file: {', '.join(missing)}.")
+        return 2
+    engine = Engine(preset, work_root=Path(args.work) if args.work else None)
+    if engine.needs_assessment and len(batch) == 1 and preset.colour.match:
+        print(
+            "render: assessed alone; if the clip belongs to a batch, name the others with "
+            "--batch to see its colour match",
+            file=sys.stderr,
+        )
+    assessment = engine.assess(
+        {str(p): p for p in batch}, engine.work_root / batch_key(batch, preset.name)
+    )
+    job = engine.prepare(clip, plan=assessment.plans.get(str(clip)))
+    sys.stdout.write(job.script.read_text())
+    print(f"render: written to {job.script}", file=sys.stderr)
     return 0
 
 
@@ -148,6 +171,34 @@ def _config(args: argparse.Namespace, *, write_default: bool = False):  # type: 
     )
 
 
+def _viewing_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The config for looking at a daemon (``queue``, ``tui``): ``--root`` wins; otherwise a
+    running daemon is found where it really runs (e.g. ``make run`` under ./var), not only
+    where the config file says."""
+    from dataclasses import replace
+
+    from daemon.runtime.running import running_roots
+    from vs_scripts.plan.errors import AppError
+
+    cfg = _config(args)
+    if args.root:
+        return cfg
+    roots = running_roots()
+    if not roots or cfg.root.absolute() in roots:
+        return cfg
+    if len(roots) == 1:
+        if cfg.root.absolute() != roots[0]:
+            print(f"finishline: the running daemon's root is {roots[0]}", file=sys.stderr)
+        return replace(cfg, root=roots[0])
+    if cfg.db.exists():
+        return cfg
+    raise AppError(
+        "several daemons are running (roots "
+        + ", ".join(map(str, roots))
+        + "); name one with --root."
+    )
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -168,7 +219,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from daemon.runtime.reader import QueueReader
     from daemon.runtime.states import TransitionError
 
-    cfg = _config(args)
+    cfg = _viewing_config(args)
     action = args.action
     # looking opens the database read-only; only a command opens it for writing
     q = QueueReader(cfg.db) if action in ("list", "show") else Queue(cfg.db, create=False)
@@ -236,8 +287,12 @@ def _queue_show(q, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
 
 
 def _queue_control(q, action: str, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    from vs_scripts.plan.errors import AppError
+
     for job_id in args.ids:
         if action == "priority":
+            if args.priority is None:
+                raise AppError("queue priority needs the new value: --priority N")
             job = q.set_priority(job_id, args.priority)
         else:
             job = getattr(q, action)(job_id)
@@ -251,7 +306,7 @@ def _queue_control(q, action: str, args: argparse.Namespace) -> None:  # type: i
 def cmd_tui(args: argparse.Namespace) -> int:
     from app.tui import make_app
 
-    cfg = _config(args)
+    cfg = _viewing_config(args)
     make_app(cfg.db, root=cfg.root).run()
     return 0
 
@@ -269,6 +324,24 @@ def cmd_service(args: argparse.Namespace) -> int:
 def default_output(src: Path, preset_name: str, ext: str, out_dir: Path | None) -> Path:
     folder = out_dir if out_dir is not None else src.parent
     return folder / f"{src.stem}.{preset_name}{ext}"
+
+
+def _output_problem(out: Path | None, n_inputs: int, preset) -> str | None:  # type: ignore[no-untyped-def]
+    """What is wrong with ``-o``, in one sentence (``None``: nothing). A file name must carry
+    the preset's container extension; its folder (or, for a folder, its parent) must exist."""
+    if out is None:
+        return None
+    as_file = n_inputs == 1 and out.suffix and not out.is_dir()
+    if as_file and out.suffix.lower() != preset.extension:
+        return (
+            f"-o {out}: preset {preset.name} writes {preset.extension[1:].upper()} files; name "
+            f"the output {out.with_suffix(preset.extension).name} (or choose a preset whose "
+            f"container is {out.suffix[1:]})."
+        )
+    folder = out.parent if as_file else out
+    if not folder.exists() and not folder.parent.is_dir():
+        return f"-o {out}: the folder {folder.parent} does not exist; create it first."
+    return None
 
 
 def _targets(inputs: list[Path], out: Path | None, preset) -> dict[Path, Path]:  # type: ignore[no-untyped-def]
@@ -291,6 +364,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         _err(f"no such file: {', '.join(missing)}.")
+        return 2
+    problem = _output_problem(out, len(inputs), preset)
+    if problem:
+        _err(problem)
         return 2
     engine = Engine(preset, work_root=Path(args.work) if args.work else None, threads=args.threads)
     sequence = None
@@ -445,13 +522,9 @@ class _progress_ui:
             if task is None:
                 task = self._progress.add_task(f"{name[:30]} {p.stage}", total=None, fps=0.0)
                 self._tasks[name] = task
-            self._progress.update(
-                task,
-                description=f"{name[:30]} {p.stage:>7}",
-                completed=p.frame,
-                total=p.total or None,
-                fps=p.fps,
-            )
+            if p.total:  # frames and fps of the encode; later stages keep the last figures
+                self._progress.update(task, completed=p.frame, total=p.total, fps=p.fps)
+            self._progress.update(task, description=f"{name[:30]} {p.stage:>7}")
 
         return on_progress
 
@@ -520,9 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser("render", help="print the VapourSynth script for a clip and preset")
+    p = sub.add_parser("render", help="print the VapourSynth script `process` would run")
     p.add_argument("clip")
     p.add_argument("--preset", required=True)
+    p.add_argument(
+        "--batch", nargs="+", metavar="CLIP", help="the other clips processed with it (one batch)"
+    )
+    p.add_argument("--work", help="folder for job files (default ~/.cache/finishline/jobs)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("daemon", help="watch the hot folders and process what lands there")
@@ -539,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("list", "show", "pause", "resume", "cancel", "retry", "requeue", "priority"),
     )
     p.add_argument("ids", nargs="*", type=int)
-    p.add_argument("--priority", type=int, default=0, help="for `priority`: higher runs first")
+    p.add_argument("--priority", type=int, help="for `priority`: the new priority (higher first)")
     p.add_argument("--state", action="append", help="for `list`: only these states")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--config")
@@ -589,9 +666,16 @@ def main(argv: list[str] | None = None) -> int:
     except AppError as exc:
         _err(str(exc))
         return 1
+    except sqlite3.Error as exc:  # the queue database on a full or read-only disk
+        _err(f"the queue database cannot be used ({exc}); check the disk it is on.")
+        return 1
     except KeyboardInterrupt:
         _err("interrupted.")
         return 130
+    except BrokenPipeError:  # `finishline queue list | head`: the reader has gone, stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

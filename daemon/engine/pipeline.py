@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,12 @@ class Cancelled(AppError):
     title = "cancelled"
 
 
+class SourceChanged(AppError):
+    """The source was written to while it was processed; its output is not delivered."""
+
+    title = "source changed"
+
+
 def default_work_root() -> Path:
     return xdg_dir("cache") / "jobs"
 
@@ -148,6 +155,7 @@ class Pipeline:
         src = Path(src).absolute()
         output = Path(output)
         _check_target(src, output, overwrite)
+        before = _identity(src)
         timings: list[StageTiming] = []
         job = self.prepare(src, plan, timings)
         # unique per run: a child orphaned by a hard kill can never write into a later run's file
@@ -165,6 +173,11 @@ class Pipeline:
                 report = self._verify(job, partial, output.name)
             if output.exists() and not overwrite:
                 raise AppError(f"{output}: appeared while encoding; not overwriting it.")
+            if _identity(src) != before:
+                raise SourceChanged(
+                    f"{src.name} changed while it was processed (still being copied?); "
+                    "its output was not delivered"
+                )
             os.replace(partial, output)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -200,21 +213,36 @@ class Pipeline:
             raise AppError("a colour LUT was planned but no .cube file was given.")
         with self._timed("probe", timings):
             media = probe(src)
-        work = job_work_dir(self.work_root, src, self.preset)
+        # absolute: vspipe runs the script from its own folder, so a relative path would nest
+        work = job_work_dir(self.work_root.absolute(), src, self.preset)
         work.mkdir(parents=True, exist_ok=True)
         write_probe(work, media)
         with self._timed("render", timings):
             splan = plan_script(self.preset, media)
             self._models = self._model_paths(splan)
-            script = work / SCRIPT
-            atomic_write(script, render_script(self.preset, media, tuning))
             if lut is not None:
                 self._models["lut"] = str(Path(lut).resolve())
+            script = work / SCRIPT
             cache = work / "index"
             cache.mkdir(exist_ok=True)
+            atomic_write(
+                script,
+                self._reproduction(script, src, cache) + render_script(self.preset, media, tuning),
+            )
             frames = self._check_script(script, src, cache, splan)
             splan = dataclasses.replace(splan, frame_count=frames)
         return Prepared(src, media, splan, work, script, cache)
+
+    def _reproduction(self, script: Path, src: Path, cache: Path) -> str:
+        """Comment lines naming the exact command that reproduces this job's picture (every
+        argument, model paths included, absolute), for pasting into a shell."""
+        cmd = C.vspipe_command(
+            find_tool("vspipe"), str(script), src=str(src), cache=str(cache), extra=self._models
+        )
+        return (
+            "# This job's picture, exactly (paste into a shell; add -s/-e for a range):\n"
+            f"#   {shlex.join(cmd)} | ffmpeg -i - -c:v ffv1 picture.mkv\n"
+        )
 
     def _verify(self, job: Prepared, path: Path, name: str) -> Report:
         """One measurement, one set of checks: the required ones always, the preset's QC when
@@ -544,6 +572,11 @@ def check_output(
     if not report.passed:
         raise QcError(report)
     return report
+
+
+def _identity(src: Path) -> tuple[int, int]:
+    st = src.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _check_target(src: Path, output: Path, overwrite: bool) -> None:

@@ -22,7 +22,7 @@ polling = false
 # a file is taken once its size and mtime have not changed for this long (seconds)
 settle_seconds = 3.0
 # clips dropped at the top of a hot folder within this window form one batch (seconds)
-batch_window = 30.0
+batch_window = 8.0
 # a job interrupted this many times (crashes, kills) is failed instead of retried
 max_attempts = 3
 # presets to create hot folders for (empty = every preset found)
@@ -38,7 +38,7 @@ class DaemonConfig:
     workers: int = 0
     polling: bool = False
     settle_seconds: float = 3.0
-    batch_window: float = 30.0
+    batch_window: float = 8.0
     max_attempts: int = 3
     presets: tuple[str, ...] = field(default=())
     log_level: str = "INFO"

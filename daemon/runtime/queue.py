@@ -46,6 +46,13 @@ def _migrate(db: sqlite3.Connection) -> None:
         ):
             if col not in cols:  # a queue.db from before sequence assembly
                 db.execute(f"ALTER TABLE batches ADD COLUMN {col} {decl}")
+        cols = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+        for col, decl in (
+            ("replace_output", "INTEGER NOT NULL DEFAULT 0"),
+            ("note", "TEXT"),
+        ):
+            if col not in cols:  # a queue.db from before re-runs and notes (schema 3)
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")
@@ -149,7 +156,7 @@ class Queue(QueueReader):
         with self._tx() as db:
             row = db.execute(
                 "UPDATE jobs SET state='running', worker=?, started=?, updated=?, stage='starting',"
-                " frame=0, total=0, fps=0, eta_s=NULL, error=NULL, cancel_requested=0 "
+                " frame=0, total=0, fps=0, eta_s=NULL, error=NULL, note=NULL, cancel_requested=0 "
                 "WHERE id=(SELECT id FROM jobs WHERE state='queued' "
                 "ORDER BY priority DESC, id LIMIT 1) AND state='queued' RETURNING *",
                 (worker, now, now),
@@ -175,10 +182,15 @@ class Queue(QueueReader):
             "total",
             "fps",
             "eta_s",
+            "replace_output",
+            "note",
         }
         bad = set(values) - allowed
         if bad:
             raise ValueError(f"cannot set {sorted(bad)} in a transition")
+        if new is not JobState.RUNNING and new is not JobState.FAILED:
+            # back in the queue or cancelled: no progress from an earlier run is shown
+            values = {"frame": 0, "total": 0, "fps": 0.0, "eta_s": None, "note": None, **values}
         sets = ", ".join(f"{k}=:{k}" for k in values)
         sql = (
             f"UPDATE jobs SET state=:new, updated=:now{', ' + sets if sets else ''} "
@@ -208,18 +220,25 @@ class Queue(QueueReader):
         total: int = 0,
         fps: float = 0.0,
         eta_s: float | None = None,
+        note: str | None = None,
     ) -> None:
+        """A running job's stage and progress (``note``: what it waits for, in words)."""
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET stage=?, frame=?, total=?, fps=?, eta_s=?, updated=? "
+                "UPDATE jobs SET stage=?, frame=?, total=?, fps=?, eta_s=?, note=?, updated=? "
                 "WHERE id=? AND state='running'",
-                (stage, frame, total, fps, eta_s, time.time(), job_id),
+                (stage, frame, total, fps, eta_s, note, time.time(), job_id),
             )
 
     def set_src(self, job_id: int, path: Path) -> None:
         """Where the job's source lives now (hot folder, done/ or failed/)."""
         with self._lock:
             self._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(path), job_id))
+
+    def set_report(self, job_id: int, report: str) -> None:
+        """The failure report of a job that is already failed (filed after a recovery)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET report=? WHERE id=?", (report, job_id))
 
     def set_work_dir(self, job_id: int, path: Path) -> None:
         with self._lock:
@@ -261,6 +280,7 @@ class Queue(QueueReader):
                     new, error = JobState.QUEUED, None
                 out = db.execute(
                     "UPDATE jobs SET state=?, attempts=?, error=?, worker=NULL, stage='', "
+                    "frame=0, total=0, fps=0, eta_s=NULL, note=NULL, "
                     "updated=? WHERE id=? AND state='running' RETURNING *",
                     (str(new), attempts, error, time.time(), job.id),
                 ).fetchone()
@@ -316,6 +336,8 @@ class Queue(QueueReader):
             raise TransitionError(
                 f"job {job_id} is {job.state}; only failed or cancelled jobs retry"
             )
+        if not Path(job.src).exists():
+            raise TransitionError(f"job {job_id} cannot be retried: its source {job.src} is gone")
         return self.transition(
             job_id,
             job.state,
@@ -328,8 +350,16 @@ class Queue(QueueReader):
         )
 
     def requeue(self, job_id: int) -> Job:
-        """Run a finished job again (for example after editing its preset)."""
+        """Run a job again from its source. A done job is re-run from its source in ``done/``
+        and its new output replaces the delivered one once verified (the old one stays until
+        then); a failed or cancelled job is simply retried."""
         job = self._require(job_id)
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            raise TransitionError(f"job {job_id} is {job.state} already")
+        if job.state is JobState.DONE and not Path(job.src).exists():
+            raise TransitionError(
+                f"job {job_id} cannot run again: its source {job.src} is gone from done/"
+            )
         return self.transition(
             job_id,
             job.state,
@@ -339,6 +369,7 @@ class Queue(QueueReader):
             report=None,
             stage="",
             finished=None,
+            replace_output=int(job.state is JobState.DONE),
         )
 
     def set_priority(self, job_id: int, priority: int) -> Job:

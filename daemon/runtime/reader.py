@@ -19,7 +19,7 @@ from daemon.core.errors import AppError
 from daemon.runtime.states import JobState, TransitionError
 
 #: bumped whenever the tables change; stored in ``PRAGMA user_version``
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     report TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    replace_output INTEGER NOT NULL DEFAULT 0,
+    note TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL,
     started REAL,
@@ -97,6 +99,8 @@ class Job:
     updated: float
     started: float | None
     finished: float | None
+    replace_output: int = 0  # a re-run: the new output replaces the delivered one
+    note: str | None = None  # what the job waits for, in words (the TUI and queue show it)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

@@ -14,6 +14,7 @@ from daemon.core.files import move_safely
 from daemon.engine.presets import list_presets, load_preset_file
 from daemon.runtime import running
 from daemon.runtime.config import DaemonConfig
+from daemon.runtime.housekeeping import clean_leftovers, file_given_up
 from daemon.runtime.intake import Intake, shown
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.queue import Job, Queue
@@ -227,7 +228,8 @@ class Daemon:
             signal.signal(signal.SIGTERM, self.handle_signal)
             signal.signal(signal.SIGINT, self.handle_signal)
         queue.heartbeat(os.getpid(), started=lock.me.started)
-        for job in queue.recover():
+        recovered = queue.recover()
+        for job in recovered:
             log.warning(
                 "job %d (%s) was running when the daemon stopped: now %s (attempt %d)",
                 job.id,
@@ -236,6 +238,10 @@ class Daemon:
                 job.attempts,
                 extra={"job": job.id},
             )
+        # we hold the root's lock: what a killed run left half-written is ours to remove, and
+        # a job given up after max_attempts is filed in failed/ (not queued again from hot/)
+        self._safely("removing leftovers", lambda: clean_leftovers(self.cfg))
+        self._safely("filing given-up jobs", lambda: file_given_up(self.cfg, queue, recovered))
         n_workers = self.cfg.workers or default_workers()
         log.info(
             "finishline daemon: root %s, %d worker(s), presets %s, log %s%s",
@@ -286,5 +292,5 @@ class Daemon:
                 self._safely("the preset refresh", lambda: self._refresh_presets(intake, queue))
                 next_refresh = time.monotonic() + PRESET_REFRESH_S
             self._safely("intake", intake.poll)
-            queue.heartbeat(os.getpid())
+            self._safely("the heartbeat", lambda: queue.heartbeat(os.getpid()))
             self.stop.wait(0.25)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
+import sqlite3
 import threading
 import time
 import traceback
@@ -18,14 +20,15 @@ from pathlib import Path
 
 from daemon.core.artifacts import ClipPlan
 from daemon.core.errors import AppError, EncodeError, QcError
-from daemon.core.files import atomic_write, move_safely, unique_path
+from daemon.core.files import atomic_write, move_safely, short_name, unique_path
 from daemon.engine.finish import Engine
-from daemon.engine.pipeline import Cancelled, Progress
+from daemon.engine.pipeline import Cancelled, Progress, SourceChanged
 from daemon.engine.presets import find_preset
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.logs import JobAdapter
 from daemon.runtime.queue import Job, Queue
 from daemon.runtime.states import JobState
+from vs_scripts.plan.preset import Preset
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,12 @@ class Worker:
 
     def run_forever(self, idle: float = 0.5) -> None:
         while not self.stop.is_set():
-            job = self.queue.claim_next(self.name)
+            try:
+                job = self.queue.claim_next(self.name)
+            except sqlite3.Error as exc:  # a full disk or a locked database: wait, go on
+                log.warning("worker %s cannot claim a job (%s); trying again", self.name, exc)
+                self.stop.wait(5.0)
+                continue
             if job is None:
                 try:
                     self.assemble_settled()
@@ -150,76 +158,177 @@ class Worker:
             if output is None:
                 wanted = self.cfg.out / job.preset / rel.with_suffix(preset.extension)
                 output = self.queue.reserve_output(job.id, wanted)
-            if output.exists():
+            if output.exists() and not job.replace_output:
                 jlog.info("output %s already delivered by an earlier run; finishing", output)
             else:
-                if not src.exists():
-                    raise AppError(f"{src}: the source is gone from the hot folder.")
-                jlog.info("processing %s with preset %s -> %s", rel, job.preset, output)
-                engine = Engine(
-                    preset,
-                    work_root=self.cfg.work,
-                    should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
-                )
-                self.current = engine
-                self.queue.set_work_dir(job.id, engine.work_dir(src))
-                plan = self._batch_plan(job, engine)
-                t0 = time.monotonic()
-                result = engine.finish(src, output, plan=plan, progress=self._throttled(job.id))
-                jlog.info(
-                    "delivered %s (%d frames in %.1fs)",
-                    output,
-                    result.plan.frame_count,
-                    time.monotonic() - t0,
-                )
-            if src.exists():
-                moved = move_safely(src, self.cfg.done / job.preset, rel)
-                self.queue.set_src(job.id, moved)
-                jlog.info("source moved to %s", moved)
-            self.queue.transition(
-                job.id,
-                JobState.RUNNING,
-                JobState.DONE,
-                output=str(output),
-                finished=time.time(),
-                stage="done",
-            )
+                self._process(job, preset, src, output, jlog)
+            self._deliver(job, src, rel, output, jlog)
+        except SourceChanged as exc:
+            note = str(exc)
+            jlog.warning("%s; job %d goes back to the queue", note, job.id)
+            self._hold(lambda: self._put_back(job, note=note))
         except Cancelled:
             if self.queue.cancel_requested(job.id):
                 self._fail(job, src, rel, "cancelled by the user", None, JobState.CANCELLED)
             else:  # the daemon is stopping: put it back, it was not the job's fault
                 jlog.info("interrupted by shutdown; job %d goes back to the queue", job.id)
-                self.queue.transition(
-                    job.id, JobState.RUNNING, JobState.QUEUED, stage="", worker=None
-                )
+                self._put_back(job)
         except AppError as exc:
             self._fail(job, src, rel, str(exc), exc, JobState.FAILED)
+        except _Held:
+            jlog.warning(
+                "the daemon stops while the queue cannot be written; job %d is "
+                "resumed at the next start",
+                job.id,
+            )
         except Exception as exc:
             self._fail(job, src, rel, f"internal error: {exc!r}", exc, JobState.FAILED)
         finally:
             self.current = None
             self.job_id = None
 
+    def _process(self, job: Job, preset: Preset, src: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
+        if not src.exists():
+            raise AppError(f"{src}: the source is gone; drop the clip into the hot folder again.")
+        self._wait_until_settled(job, src)
+        jlog.info("processing %s with preset %s -> %s", job.name, job.preset, output)
+        engine = Engine(
+            preset,
+            work_root=self.cfg.work,
+            should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
+        )
+        self.current = engine
+        self.queue.set_work_dir(job.id, engine.work_dir(src))
+        plan = self._batch_plan(job, engine)
+        t0 = time.monotonic()
+        result = engine.finish(
+            src,
+            output,
+            plan=plan,
+            progress=self._throttled(job.id),
+            overwrite=bool(job.replace_output),
+        )
+        jlog.info(
+            "delivered %s (%d frames in %.1fs)%s",
+            output,
+            result.plan.frame_count,
+            time.monotonic() - t0,
+            " replacing the earlier output" if job.replace_output else "",
+        )
+
+    def _deliver(self, job: Job, src: Path, rel: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
+        """After the output is in place: the source to ``done/`` (unless it is there already:
+        a re-run), an earlier failure's report removed, the job DONE. A queue that cannot be
+        written holds here until it can (the output is delivered and stays)."""
+        if src.exists():
+            moved = self._place(src, self.cfg.done / job.preset, rel)
+            if moved != src:
+                self._hold(
+                    lambda: self.queue.set_src(job.id, moved), undo=lambda: moved.rename(src)
+                )
+                jlog.info("source moved to %s", moved)
+                _remove_quietly(report_path(src))  # a retried job's old report
+        self._hold(
+            lambda: self.queue.transition(
+                job.id,
+                JobState.RUNNING,
+                JobState.DONE,
+                output=str(output),
+                finished=time.time(),
+                stage="done",
+                replace_output=0,
+            )
+        )
+
+    def _put_back(self, job: Job, note: str | None = None) -> None:
+        self.queue.transition(
+            job.id, JobState.RUNNING, JobState.QUEUED, stage="", worker=None, note=note
+        )
+
+    def _wait_until_settled(self, job: Job, src: Path) -> None:
+        """A source changed within the settle time is still being written: wait for it."""
+        while not self.stop.is_set():
+            age = time.time() - src.stat().st_mtime
+            if age >= self.cfg.settle_seconds:
+                return
+            self.queue.progress(job.id, stage="settling", note="the source is still changing")
+            self.stop.wait(min(1.0, self.cfg.settle_seconds - age))
+
+    @staticmethod
+    def _place(src: Path, folder: Path, rel: Path) -> Path:
+        """``src`` moved to ``folder/rel``, or left where it is when it already lives under
+        ``folder`` (a retried job's source in ``failed/``, a re-run's in ``done/``): one
+        source, never ``name-1`` copies of it."""
+        with contextlib.suppress(OSError, ValueError):
+            if src.resolve().is_relative_to(folder.resolve()):
+                return src
+        return move_safely(src, folder, rel)
+
+    def _hold(self, write, *, undo=None):  # type: ignore[no-untyped-def]
+        """Run a queue write; while the database cannot be written (a full disk), log once
+        and retry every few seconds instead of dying. If the daemon stops first, ``undo``
+        puts the file system back the way the database still describes it."""
+        warned = False
+        while True:
+            try:
+                return write()
+            except sqlite3.OperationalError as exc:
+                if not warned:
+                    log.error(
+                        "the queue database cannot be written (%s); holding job %s and "
+                        "retrying every 5 s (free space in %s)",
+                        exc,
+                        self.job_id,
+                        self.cfg.root,
+                    )
+                    warned = True
+                if self.stop.wait(5.0):
+                    if undo is not None:
+                        with contextlib.suppress(OSError):
+                            undo()
+                    raise _Held() from exc
+
     def _batch_plan(self, job: Job, engine: Engine) -> ClipPlan | None:
-        """This clip's plan from the batch step, once the batch has stopped growing."""
+        """This clip's plan from the batch step, once the batch is complete (see
+        :meth:`_batch_members`)."""
         if job.batch_id is None or not engine.needs_assessment:
             return None
-        while not self.stop.is_set():  # wait for the batch to settle (no new clips)
-            members = [
-                j
-                for j in self.queue.batch_jobs(job.batch_id)
-                if j.state != "cancelled" and Path(j.src).exists()
-            ]
-            newest = max((j.created for j in members), default=0.0)
-            wait = self.cfg.batch_window - (time.time() - newest)
-            if wait <= 0:
-                break
-            self.queue.progress(job.id, stage="batching")
-            self.stop.wait(min(wait, 1.0))
-        self.queue.progress(job.id, stage="assess")
+        members = self._batch_members(job)
+        self.queue.progress(job.id, stage="assess", note="assessing the batch")
         batch_dir = self.cfg.work / f"batch-{job.batch_id:06d}"
         assessment = engine.assess({str(j.id): Path(j.src) for j in members}, batch_dir)
         return assessment.plans.get(str(job.id))
+
+    def _batch_members(self, job: Job) -> list[Job]:
+        """Wait until the batch stops growing and return its clips. A subfolder batch is
+        complete once every video in its folder has a job and none arrived within the settle
+        time; loose clips wait ``batch_window`` after the newest one (the window restarts on
+        each new clip). The wait and its end are shown in the job's note."""
+        batch = self.queue.batch(job.batch_id) if job.batch_id is not None else None
+        folder = None
+        if batch is not None and not batch.name.startswith("drop-"):
+            folder = self.cfg.hot / job.preset / batch.name
+        while True:
+            members = [
+                j
+                for j in self.queue.batch_jobs(job.batch_id)  # type: ignore[arg-type]
+                if j.state != "cancelled" and Path(j.src).exists()
+            ]
+            newest = max((j.created for j in members), default=0.0)
+            quiet = self.cfg.settle_seconds if folder is not None else self.cfg.batch_window
+            wait = quiet - (time.time() - newest)
+            missing = _unqueued_files(folder, members) if folder is not None else 0
+            if (wait <= 0 and not missing) or self.stop.is_set():
+                return members
+            until = time.strftime("%H:%M:%S", time.localtime(time.time() + max(wait, 0)))
+            note = (
+                f"waiting for {missing} more clip(s) of {batch.name} to finish copying"
+                if missing
+                else f"waiting for more clips of {batch.name if batch else 'the batch'} "
+                f"until {until}"
+            )
+            self.queue.progress(job.id, stage="batching", eta_s=max(wait, 0.0), note=note)
+            self.stop.wait(min(max(wait, 0.2), 1.0))
 
     def _throttled(self, job_id: int, every: float = 1.0):  # type: ignore[no-untyped-def]
         last = [0.0, ""]
@@ -248,33 +357,98 @@ class Worker:
         exc: BaseException | None,
         state: JobState,
     ) -> None:
+        """File the source in ``failed/`` beside a report and record the failure."""
+        report, message = self.file_failure(
+            job, src, rel, message, exc, cancelled=state is JobState.CANCELLED
+        )
+        self._hold(
+            lambda: self.queue.transition(
+                job.id,
+                JobState.RUNNING,
+                state,
+                error=message,
+                report=report,
+                finished=time.time(),
+                stage="cancelled" if state is JobState.CANCELLED else "failed",
+            )
+        )
+
+    def file_failure(
+        self,
+        job: Job,
+        src: Path,
+        rel: Path,
+        message: str,
+        exc: BaseException | None = None,
+        *,
+        cancelled: bool = False,
+    ) -> tuple[str, str]:
+        """Move the source to ``failed/`` (unless it is there already) and write the report
+        beside it; returns the report and the message, both naming the source where it now
+        is. The database always says where the source is; a
+        report that cannot be written is itself logged (the report is also kept in the queue:
+        ``finishline queue show ID``)."""
         jlog = JobAdapter(log, {"job": job.id})
-        report = failure_report(job, message, exc)
-        moved = None
+        where = src
         if src.exists():
-            with contextlib.suppress(OSError):
-                moved = move_safely(src, self.cfg.failed / job.preset, rel)
-        where = moved or src
-        report_path = where.with_name(where.name + ".error.txt")
-        with contextlib.suppress(OSError):
-            atomic_write(report_path, report)
-        (jlog.warning if state is JobState.CANCELLED else jlog.error)(
-            "%s: %s (source in %s, report %s)", rel, message, where, report_path
+            try:
+                where = self._place(src, self.cfg.failed / job.preset, rel)
+            except OSError as move_exc:
+                jlog.error("could not move %s to failed/ (%s); it stays where it is", src, move_exc)
+            if where != src:
+                moved = where
+                self._hold(
+                    lambda: self.queue.set_src(job.id, moved), undo=lambda: moved.rename(src)
+                )
+        message = message.replace(str(src), str(where))  # name paths that exist
+        report = failure_report(job, message, exc, source=where, cancelled=cancelled)
+        target = report_path(where)
+        try:
+            atomic_write(target, report)
+        except OSError as write_exc:
+            jlog.error(
+                "could not write the error report %s (%s); read it with: finishline queue show %d",
+                target,
+                write_exc,
+                job.id,
+            )
+        (jlog.warning if cancelled else jlog.error)(
+            "%s: %s (source in %s, report %s)", rel, message, where, target
         )
-        self.queue.transition(
-            job.id,
-            JobState.RUNNING,
-            state,
-            error=message,
-            report=report,
-            finished=time.time(),
-            stage="cancelled" if state is JobState.CANCELLED else "failed",
-        )
-        if moved:
-            self.queue.set_src(job.id, moved)
+        return report, message
 
 
-def failure_report(job: Job, message: str, exc: BaseException | None) -> str:
+class _Held(Exception):
+    """The daemon stopped while a queue write was being held (it resumes at the next start)."""
+
+
+def report_path(source: Path) -> Path:
+    """``NAME.error.txt`` beside a source, shortened (with a hash) to fit a file name."""
+    return source.with_name(short_name(source.name, limit=200) + ".error.txt")
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _unqueued_files(folder: Path, members: list[Job]) -> int:
+    """Video files in a batch folder that have no job yet (still being copied)."""
+    from daemon.runtime.intake import is_ignored
+
+    if not folder.is_dir():
+        return 0
+    known = {Path(j.src).name for j in members} | {Path(j.name).name for j in members}
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_file() and not is_ignored(p)]
+    except OSError:
+        return 0
+    return sum(1 for n in names if n not in known)
+
+
+def failure_report(
+    job: Job, message: str, exc: BaseException | None, *, source: Path, cancelled: bool = False
+) -> str:
     lines = [
         f"finishline could not finish {job.name} (job {job.id}, preset {job.preset}).",
         "",
@@ -285,13 +459,19 @@ def failure_report(job: Job, message: str, exc: BaseException | None) -> str:
         lines += [exc.report(), ""]
     elif exc is not None and not isinstance(exc, AppError):
         lines += ["Traceback:", "".join(traceback.format_exception(exc)), ""]
-    lines += [
-        "What to try:",
-        "  - check the clip plays to the end (ffprobe / a player); re-export or copy it again;",
-        "  - run it by hand for the full report: "
-        f"finishline -v process FILE --preset {job.preset} -o /tmp/test.mp4",
-        f"  - then retry the job: finishline queue retry {job.id}",
-        "",
-        "The source clip was not modified; it is next to this report.",
-    ]
+    if cancelled:
+        lines += [
+            "The job was cancelled on request; nothing is wrong with the clip.",
+            f"To run it after all: finishline queue retry {job.id}",
+        ]
+    else:
+        lines += [
+            "What to try:",
+            "  - check the clip plays to the end (ffprobe / a player); re-export or copy it again;",
+            "  - run it by hand for the full report: "
+            f"finishline -v process {shlex.quote(str(source))} --preset {job.preset} "
+            "-o /tmp/test" + source.suffix,
+            f"  - then retry the job: finishline queue retry {job.id}",
+        ]
+    lines += ["", f"The source clip was not modified; it is at {source}"]
     return "\n".join(lines) + "\n"

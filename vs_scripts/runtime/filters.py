@@ -68,7 +68,9 @@ def load_source(
         raise vs.Error("load_source: fps must be positive")
     kwargs: dict[str, object] = {"fpsnum": fps[0], "fpsden": fps[1], "apply_rotation": 1}
     if cache:
-        kwargs.update(cachemode=4, cachepath=cache)  # absolute path, always write
+        if os.path.isdir(cache):  # a folder: the index files go inside it, not beside it
+            cache = os.path.join(cache, "source")
+        kwargs.update(cachemode=4, cachepath=os.path.abspath(cache))  # absolute, always write
     else:
         kwargs.update(cachemode=0)
     try:
@@ -377,6 +379,8 @@ def mark_scene_cuts(clip: vs.VideoNode, *, threshold: float = 0.12) -> vs.VideoN
     (VapourSynth R81 has no misc.SCDetect.)"""
     if not 0 < threshold < 1:
         raise vs.Error("mark_scene_cuts: threshold must be between 0 and 1")
+    if clip.num_frames < 2:  # a one-frame clip has no cut
+        return core.std.SetFrameProps(clip, _SceneChangeNext=0)
     # Small enough that motion within a shot barely changes it, big enough to see a new shot.
     small = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
     stats = core.std.PlaneStats(small, small[1:] + small[-1])
