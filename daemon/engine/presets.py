@@ -88,13 +88,23 @@ def find_preset(name_or_path: str, dirs: list[Path] | None = None) -> Preset:
     return load_preset_file(known[name_or_path])
 
 
-def save_preset(preset: Preset, path: Path) -> None:
-    """Write with tomli-w to a temporary file in the same folder, then rename into place."""
+def _check_name(path: Path) -> None:
     if not NAME_RE.match(path.stem):
         raise AppError(
             f"{path.name}: preset names use lowercase letters, digits, '.', '_' and '-'."
         )
-    data = preset_to_dict(preset)
-    text = tomli_w.dumps(data)
-    load_preset(text, source=str(path), name=path.stem)  # never write what will not load
+
+
+def save_preset_text(text: str, path: Path) -> Preset:
+    """Write the user's TOML ``text`` exactly as it is (comments, key order, spacing), once it
+    loads as a valid preset named after ``path``; atomically (temporary file, then rename)."""
+    _check_name(path)
+    preset = load_preset(text, source=str(path), name=path.stem)  # never write what will not load
     atomic_write(path, text)
+    return preset
+
+
+def save_preset(preset: Preset, path: Path) -> None:
+    """Write a :class:`Preset` made in code with tomli-w (every key written out). To save what
+    a user edited, keep their text: :func:`save_preset_text`."""
+    save_preset_text(tomli_w.dumps(preset_to_dict(preset)), path)
