@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 from daemon.core.tools import find_tool, media_arg, run_capture, tail
-from vs_scripts.plan.media import MediaInfo, ProbeError, parse_ffprobe
+from vs_scripts.plan.media import MediaInfo, ProbeError, parse_ffprobe, unreadable_reason
+
+HEAD_BYTES = 64 * 1024
+"""How much of an unreadable file is read to tell what it is."""
 
 
 def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
@@ -26,19 +29,29 @@ def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
         [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg], timeout=120
     )
     if res.returncode != 0:
-        detail = (tail(res.stderr, 1) or "unknown error").replace(arg + ": ", "")
-        raise ProbeError(f"{p}: ffprobe cannot read it ({detail}); is it a complete video file?")
+        errors = tail(res.stderr, 5).replace(arg + ": ", "")
+        raise ProbeError(f"{p}: {unreadable_reason(_head(p), errors)}")
     try:
         data = json.loads(res.stdout or "{}")
     except json.JSONDecodeError as exc:
         raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
     pts: list[float] | None = None
+    errors = ""
     if exact:
-        pts = _packet_times(ffprobe, arg)
-    return parse_ffprobe(data, path=str(p), packet_pts=pts)
+        pts, errors = _packet_times(ffprobe, arg)
+    return parse_ffprobe(data, path=str(p), packet_pts=pts, read_errors=errors)
 
 
-def _packet_times(ffprobe: str, arg: str) -> list[float] | None:
+def _head(p: Path) -> bytes:
+    try:
+        with p.open("rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+def _packet_times(ffprobe: str, arg: str) -> tuple[list[float] | None, str]:
+    """The video packets' presentation times, and what ffprobe said while reading them."""
     res = run_capture(
         [
             ffprobe,
@@ -55,7 +68,7 @@ def _packet_times(ffprobe: str, arg: str) -> list[float] | None:
         timeout=300,
     )
     if res.returncode != 0:
-        return None
+        return None, res.stderr
     out = []
     for line in res.stdout.splitlines():
         line = line.strip().rstrip(",")
@@ -63,4 +76,4 @@ def _packet_times(ffprobe: str, arg: str) -> list[float] | None:
             out.append(float(line))
         except ValueError:
             continue
-    return out or None
+    return out or None, res.stderr
