@@ -261,13 +261,19 @@ def _queue_list(q, args: argparse.Namespace) -> None:  # type: ignore[no-untyped
         f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':8} {'progress':>12} "
         f"{'fps':>6} {'eta':>7}  preset / clip"
     )
+    devices = q.devices()
     for j in q.jobs(states=states, limit=args.limit):
         prog = f"{j.frame}/{j.total}" if j.total else ""
         print(
             f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
             f"{prog:>12} {j.fps:>6.2f} {fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
-            + (f"\n      error: {j.error}" if j.error and j.state != "done" else "")
         )
+        if j.state == "running" and j.worker:
+            print(f"      on {j.worker} {devices.get(j.worker, '')}".rstrip())
+        if j.note and j.state in ("queued", "running"):
+            print(f"      {j.note}")
+        if j.error and j.state != "done":
+            print(f"      error: {j.error}")
 
 
 def _queue_show(q, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
@@ -282,6 +288,18 @@ def _queue_show(q, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
         for f in fields(job):
             if f.name != "report":
                 print(f"{f.name:>16}: {getattr(job, f.name)}")
+        if job.worker:
+            print(f"{'device':>16}: {q.devices().get(job.worker, 'unknown')}")
+        chunks = q.chunks(job_id)
+        if chunks:
+            print(f"\n{len(chunks)} chunks:")
+            print(f"  {'#':>4} {'frames':>13} {'state':8} {'try':>3} {'progress':>9}  worker")
+            for c in chunks:
+                done = c.frames if c.state == "done" else c.frame
+                print(
+                    f"  {c.index:>4} {c.start:>6}-{c.end - 1:<6} {c.state:8} {c.attempts:>3} "
+                    f"{done:>4}/{c.frames:<4}  {c.worker or '-'}"
+                )
         if job.report:
             print("\n" + job.report)
 
@@ -369,7 +387,13 @@ def cmd_process(args: argparse.Namespace) -> int:
     if problem:
         _err(problem)
         return 2
-    engine = Engine(preset, work_root=Path(args.work) if args.work else None, threads=args.threads)
+    slots = _slots(args)
+    engine = Engine(
+        preset,
+        work_root=Path(args.work) if args.work else None,
+        threads=args.threads or slots[0].threads,
+        env=slots[0].env(),
+    )
     sequence = None
     if args.assemble or args.manifest:  # checked before any work
         sequence = engine.plan_sequence(
@@ -387,7 +411,19 @@ def cmd_process(args: argparse.Namespace) -> int:
         print(f"  reference look: {s.reference} ({s.reason})", file=sys.stderr)
         for name, why in s.not_applied().items():
             print(f"  {name}: {why}", file=sys.stderr)
-    finished, failed = _finish_all(args, engine, _targets(inputs, out, preset), assessment)
+    chunk_store = None
+    if args.chunk_seconds > 0:
+        from daemon.engine.chunks import ChunkStore
+
+        chunk_store = ChunkStore(engine.work_root / "chunks.db")
+        chunk_store.release_dead()  # an earlier process killed mid-chunk
+    try:
+        finished, failed = _finish_all(
+            args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots
+        )
+    finally:
+        if chunk_store is not None:
+            chunk_store.close()
     if failed is None:
         return 130
     if sequence is None:
@@ -412,7 +448,36 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish_all(args, engine, targets, assessment) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
+def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--workers N`` device slots: one per GPU (or N on the CPU, sharing the cores)."""
+    from daemon.engine.slots import count_gpus, plan_slots
+
+    if args.workers < 1:
+        from vs_scripts.plan.errors import AppError
+
+        raise AppError("--workers must be 1 or more.")
+    return plan_slots(workers=args.workers, gpus=count_gpus(), cores=os.cpu_count() or 1)
+
+
+def _chunking(args: argparse.Namespace, store, engine, src: Path, slots):  # type: ignore[no-untyped-def]
+    from daemon.engine.chunks import worker_name
+    from daemon.engine.pipeline import Chunking
+
+    if store is None:
+        return None
+    return Chunking(
+        store=store,
+        job=str(engine.work_dir(src)),
+        seconds=args.chunk_seconds,
+        workers=len(slots),
+        worker=worker_name("process"),
+        envs=tuple(s.env() for s in slots),
+    )
+
+
+def _finish_all(
+    args, engine, targets, assessment, store=None, slots=()
+) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
     """Run each clip through the engine, drawing progress; returns the finished outputs by
     source name and the number that failed (``None`` when interrupted)."""
     from vs_scripts.plan.errors import AppError
@@ -428,6 +493,7 @@ def _finish_all(args, engine, targets, assessment) -> tuple[dict[str, Path], int
                     plan=assessment.plans.get(str(src)),
                     progress=ui.callback(src.name),
                     overwrite=args.overwrite,
+                    chunking=_chunking(args, store, engine, src, slots),
                 )
             except KeyboardInterrupt:
                 engine.cancel()
@@ -566,6 +632,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--work", help="folder for job files (default ~/.cache/finishline/jobs)")
     p.add_argument("--threads", type=int, help="encoder threads")
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="parallel workers, each with its device slot: a GPU, or a share of the CPU cores",
+    )  # fmt: skip
+    p.add_argument(
+        "--chunk-seconds", type=float, default=20.0, metavar="S",
+        help="split clips longer than 1.5*S seconds of output into chunks of about S s that "
+        "the workers share (0: whole clips; default 20)",
+    )  # fmt: skip
     p.add_argument(
         "--reference",
         metavar="NAME",

@@ -8,6 +8,7 @@ read as a file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -45,7 +46,9 @@ def fps_text(fps: Fraction) -> str:
 
 
 def gop_length(preset: Preset, fps: Fraction) -> int:
-    return max(1, round(float(fps) * preset.video.gop_seconds))
+    """Frames between keyframes: the preset's seconds, at least 2 (a one-frame GOP makes an
+    intra-only stream, which x265 signals with a different profile: measured at 1 fps)."""
+    return max(2, round(float(fps) * preset.video.gop_seconds))
 
 
 def intermediate_suffix(preset: Preset) -> str:
@@ -241,6 +244,12 @@ def loudnorm_filter(preset: Preset, measured: Loudness | None) -> str:
     base = f"loudnorm=I={a.loudness_lufs:g}:TP={a.true_peak_db:g}:LRA=11"
     if measured is None:
         return base + ":print_format=json"
+    values = (measured.input_i, measured.input_tp, measured.input_lra, measured.input_thresh)
+    if not all(math.isfinite(v) for v in (*values, measured.target_offset)) or (
+        measured.input_i <= -70
+    ):
+        # silence, or audio shorter than the meter's 0.4 s window: nothing to normalise
+        return "anull"
     return (
         f"{base}:measured_I={measured.input_i:.2f}:measured_TP={measured.input_tp:.2f}"
         f":measured_LRA={measured.input_lra:.2f}:measured_thresh={measured.input_thresh:.2f}"

@@ -29,6 +29,7 @@ from daemon.core.errors import AppError
 from daemon.core.files import atomic_write
 from daemon.engine.assemble import Sequence, assemble, plan_sequence
 from daemon.engine.pipeline import (
+    Chunking,
     Pipeline,
     Prepared,
     ProgressCallback,
@@ -60,11 +61,13 @@ class Engine:
         work_root: Path | None = None,
         threads: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.preset = preset
         self.work_root = work_root or default_work_root()
         self.threads = threads
         self.should_stop = should_stop or (lambda: False)
+        self.env = env  # the children's environment: the caller's device slot
         self._current: Pipeline | None = None
 
     @property
@@ -103,14 +106,18 @@ class Engine:
         plan: ClipPlan | None = None,
         progress: ProgressCallback | None = None,
         overwrite: bool = False,
+        chunking: Chunking | None = None,
     ) -> Result:
-        """One clip -> one verified deliverable at ``output`` (with its plan's sidecars)."""
+        """One clip -> one verified deliverable at ``output`` (with its plan's sidecars); a
+        long clip in chunks when ``chunking`` says so."""
         pipe = Pipeline(
             self.preset,
             work_root=self.work_root,
             progress=progress,
             should_stop=self.should_stop,
             threads=self.threads,
+            env=self.env,
+            chunking=chunking,
         )
         self._current = pipe
         try:
@@ -127,7 +134,7 @@ class Engine:
     def work_dir(self, src: Path) -> Path:
         from daemon.engine.pipeline import job_work_dir
 
-        return job_work_dir(self.work_root, Path(src).absolute(), self.preset)
+        return job_work_dir(self.work_root.absolute(), Path(src).absolute(), self.preset)
 
     def cancel(self) -> None:
         """Kill the running children (safe from another thread or a signal handler)."""

@@ -36,10 +36,20 @@ from daemon.core.errors import AppError, EncodeError, ProbeError, QcError, Verif
 from daemon.core.files import atomic_write, partial_path
 from daemon.core.places import xdg_dir
 from daemon.core.probe import probe
-from daemon.core.tools import find_tool, run_capture, tail
+from daemon.core.tools import find_tool, media_arg, run_capture, tail
 from daemon.engine import commands as C
 from daemon.engine.checks import Expected, Report, evaluate
+from daemon.engine.chunks import (
+    ChunkFailed,
+    ChunkRow,
+    ChunkStore,
+    ChunkTask,
+    PipeRunner,
+    join_chunks,
+    run_chunk,
+)
 from daemon.engine.measure import measure
+from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
 from vs_scripts.plan.render import ScriptPlan, model_args, plan_script, render_script
@@ -117,7 +127,134 @@ def job_work_dir(root: Path, src: Path, preset: Preset) -> Path:
     return root / f"{stem}-{preset.name}-{key}"
 
 
-class Pipeline:
+class Children:
+    """The child processes of a run (vspipe, ffmpeg): started with a parent-death signal and
+    the slot's environment, several at once (chunks), all killed by :meth:`cancel`."""
+
+    def __init__(
+        self,
+        should_stop: Callable[[], bool] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.should_stop = should_stop or (lambda: False)
+        self.env = env  # the children's environment (a worker's device slot), None: ours
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """Kill the running children (safe from another thread or a signal handler)."""
+        with self._lock:
+            for proc in self._procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _run_pipe(
+        self,
+        first: Sequence[str],
+        second: Sequence[str],
+        total: int,
+        on_frames: Callable[[int, float], None],
+        *,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``first | second``; ``on_frames(done, fps)`` follows vspipe's progress. Several
+        may run at once (chunks); :meth:`cancel` kills them all."""
+        if self.should_stop():
+            raise Cancelled("cancelled before encoding.")
+        p1 = subprocess.Popen(
+            _with_parent(first),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env or self.env,
+        )
+        try:
+            p2 = subprocess.Popen(
+                _with_parent(second),
+                stdin=p1.stdout,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env or self.env,
+            )
+        except BaseException:
+            p1.kill()
+            p1.wait()
+            raise
+        assert p1.stdout is not None
+        p1.stdout.close()  # so vspipe gets SIGPIPE if the encoder dies
+        with self._lock:
+            self._procs += [p1, p2]
+        tails = [deque[str](maxlen=40), deque[str](maxlen=40)]
+        started = time.monotonic()
+
+        def on_line(line: str) -> None:
+            m = _FRAME_RE.search(line)
+            if m:
+                done = int(m.group(1))
+                elapsed = time.monotonic() - started
+                fps = done / elapsed if elapsed > 0 else 0.0
+                on_frames(done, fps)
+            else:
+                tails[0].append(line)
+
+        readers = [
+            threading.Thread(target=_pump, args=(p1.stderr, on_line), daemon=True),
+            threading.Thread(target=_pump, args=(p2.stderr, tails[1].append), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        try:
+            while p2.poll() is None or p1.poll() is None:
+                if self.should_stop():
+                    _kill(p1, p2)
+                    raise Cancelled("cancelled while encoding.")
+                time.sleep(0.1)
+        except BaseException:
+            _kill(p1, p2)
+            raise
+        finally:
+            for t in readers:
+                t.join(timeout=5)
+            with self._lock:
+                self._procs = [p for p in self._procs if p not in (p1, p2)]
+        codes = [p1.returncode, p2.returncode]
+        if codes != [0, 0]:
+            raise EncodeError(
+                "encode",
+                [first, second],
+                codes,
+                ["\n".join(t) for t in tails],
+                hint=_encode_hint(codes, tails),
+            )
+
+    def _run_one(self, cmd: Sequence[str], stage: str) -> str:
+        if self.should_stop():
+            raise Cancelled(f"cancelled before {stage}.")
+        proc = subprocess.Popen(
+            _with_parent(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+        with self._lock:
+            self._procs.append(proc)
+        try:
+            _, err = proc.communicate()
+        finally:
+            with self._lock:
+                self._procs = [p for p in self._procs if p is not proc]
+        text = err.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            if self.should_stop():
+                raise Cancelled(f"cancelled during {stage}.")
+            raise EncodeError(stage, [cmd], [proc.returncode], [tail(text)])
+        return text
+
+
+class Pipeline(Children):
     """Runs the stages for one clip. ``should_stop`` lets a daemon cancel between and during
     stages (children are killed)."""
 
@@ -129,15 +266,16 @@ class Pipeline:
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
         threads: int | None = None,
+        env: dict[str, str] | None = None,
+        chunking: Chunking | None = None,
     ) -> None:
+        super().__init__(should_stop, env)
         self.preset = preset
         self.work_root = work_root or default_work_root()
         self.progress = progress or (lambda p: None)
-        self.should_stop = should_stop or (lambda: False)
         self.threads = threads
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self.chunking = chunking
         self._models: dict[str, str] = {}
-        self._lock = threading.Lock()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -278,15 +416,6 @@ class Pipeline:
         with self._timed("still", timings):
             self._still(job.src, output, job.plan, job.work)
 
-    def cancel(self) -> None:
-        """Kill the running children (safe from another thread or a signal handler)."""
-        with self._lock:
-            for proc in self._procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-
-    # -- stages -------------------------------------------------------------------------------
-
     def _model_paths(self, plan: ScriptPlan) -> dict[str, str]:
         from daemon.engine.models import model_dir, require
 
@@ -338,23 +467,15 @@ class Pipeline:
         return frames
 
     def _encode(self, job: Prepared, video: Path) -> None:
-        vspipe_cmd = C.vspipe_command(
-            find_tool("vspipe"),
-            str(job.script),
-            src=str(job.src),
-            cache=str(job.cache),
-            extra=self._models,
-        )
-        enc_cmd = C.encoder_command(
-            self.preset,
-            job.plan,
-            output=str(video),
-            ffmpeg=find_tool("ffmpeg"),
-            threads=self.threads,
-        )
+        chunks = self._chunk_plan(job)
+        if len(chunks) > 1:
+            assert self.chunking is not None
+            self._encode_chunked(job, video, chunks)
+            return
+        vspipe_cmd, enc_cmd = self._commands(job, str(video))
         total = job.plan.frame_count
         self.progress(Progress("encode", 0, total))
-        self._run_pipe(vspipe_cmd, enc_cmd, total)
+        self._run_pipe(vspipe_cmd, enc_cmd, total, self._encode_progress(total))
         if not video.exists() or video.stat().st_size == 0:
             raise EncodeError(
                 "encode",
@@ -363,76 +484,121 @@ class Pipeline:
                 ["", "no output written"],
             )
 
-    def _run_pipe(self, first: Sequence[str], second: Sequence[str], total: int) -> None:
-        if self.should_stop():
-            raise Cancelled("cancelled before encoding.")
-        p1 = subprocess.Popen(
-            _with_parent(first),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+    def _commands(
+        self, job: Prepared, output: str, start: int = 0, end: int | None = None
+    ) -> tuple[list[str], list[str]]:
+        vspipe_cmd = C.vspipe_command(
+            find_tool("vspipe"),
+            str(job.script),
+            src=str(job.src),
+            cache=str(job.cache),
+            extra=self._models,
+            start=start,
+            end=end,
         )
-        try:
-            p2 = subprocess.Popen(
-                _with_parent(second),
-                stdin=p1.stdout,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+        enc_cmd = C.encoder_command(
+            self.preset,
+            job.plan,
+            output=output,
+            ffmpeg=find_tool("ffmpeg"),
+            threads=self.threads,
+        )
+        return vspipe_cmd, enc_cmd
+
+    def _encode_progress(self, total: int) -> Callable[[int, float], None]:
+        return lambda done, fps: self.progress(Progress("encode", done, total, fps))
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def _chunk_plan(self, job: Prepared) -> list[Chunk]:
+        c = self.chunking
+        total = job.plan.frame_count
+        max_len = chunk_length(c.seconds, float(job.plan.fps)) if c else 0
+        if max_len <= 0 or total < max_len * 3 // 2:  # short clips run whole: see Chunking
+            return [Chunk(0, 0, total)]
+        cuts = map_cuts(detect_cuts(job.src), float(job.plan.fps), total)
+        return plan_chunks(total, max_len=max_len, min_len=max(1, max_len // 2), cuts=cuts)
+
+    def _encode_chunked(self, job: Prepared, video: Path, chunks: list[Chunk]) -> None:
+        """Write the plan, work through its chunks (with ``chunking.workers`` local threads;
+        other workers may take some too), then join them frame-exactly into ``video``."""
+        c = self.chunking
+        assert c is not None
+        folder = job.work / "chunks"
+        folder.mkdir(exist_ok=True)
+        suffix = C.intermediate_suffix(self.preset)
+        tasks = []
+        for ch in chunks:
+            out = folder / f"{ch.index:05d}{suffix}"
+            partial = folder / f"{ch.index:05d}.partial{suffix}"
+            vs_cmd, enc_cmd = self._commands(job, str(partial), ch.start, ch.end)
+            tasks.append(
+                ChunkTask(ch.index, ch.start, ch.end, vs_cmd, enc_cmd, str(partial), str(out))
             )
-        except BaseException:
-            p1.kill()
-            p1.wait()
-            raise
-        assert p1.stdout is not None
-        p1.stdout.close()  # so vspipe gets SIGPIPE if the encoder dies
-        with self._lock:
-            self._procs = [p1, p2]
-        tails = [deque[str](maxlen=40), deque[str](maxlen=40)]
-        started = time.monotonic()
-
-        def on_line(line: str) -> None:
-            m = _FRAME_RE.search(line)
-            if m:
-                done = int(m.group(1))
-                elapsed = time.monotonic() - started
-                fps = done / elapsed if elapsed > 0 else 0.0
-                self.progress(Progress("encode", done, int(m.group(2)) or total, fps))
-            else:
-                tails[0].append(line)
-
-        readers = [
-            threading.Thread(target=_pump, args=(p1.stderr, on_line), daemon=True),
-            threading.Thread(target=_pump, args=(p2.stderr, tails[1].append), daemon=True),
+        plan_key = hashlib.sha256(
+            (job.script.read_text() + "".join(t.to_json() for t in tasks)).encode()
+        ).hexdigest()[:16]
+        rows = c.store.plan(c.job, plan_key, tasks)
+        already = sum(1 for r in rows if r.state == "done")
+        log.info(
+            "%d chunks of about %.0f s (%d done by an earlier run)", len(rows), c.seconds, already
+        )
+        total = job.plan.frame_count
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=self._chunk_worker, args=(i, errors), daemon=True)
+            for i in range(max(1, c.workers))
         ]
-        for t in readers:
-            t.start()
-        try:
-            while p2.poll() is None or p1.poll() is None:
-                if self.should_stop():
-                    self.cancel()
-                    p1.wait()
-                    p2.wait()
-                    raise Cancelled("cancelled while encoding.")
-                time.sleep(0.1)
-        except BaseException:
-            self.cancel()
-            p1.wait()
-            p2.wait()
-            raise
-        finally:
-            for t in readers:
-                t.join(timeout=5)
-            with self._lock:
-                self._procs = []
-        codes = [p1.returncode, p2.returncode]
-        if codes != [0, 0]:
-            raise EncodeError(
-                "encode",
-                [first, second],
-                codes,
-                ["\n".join(t) for t in tails],
-                hint=_encode_hint(codes, tails),
+        for th in threads:
+            th.start()
+        started, base = time.monotonic(), None
+        while True:
+            rows = c.store.rows(c.job)
+            done = sum(r.frames if r.state == "done" else r.frame for r in rows)
+            base = done if base is None else base
+            elapsed = time.monotonic() - started
+            self.progress(
+                Progress("encode", done, total, (done - base) / elapsed if elapsed else 0)
             )
+            failed = [r for r in rows if r.state == "failed"]
+            if failed:
+                self.cancel()
+                raise ChunkFailed(failed[0], _chunk_report(failed[0]))
+            if errors:
+                raise errors[0]
+            if self.should_stop():
+                self.cancel()
+                raise Cancelled("cancelled while encoding chunks.")
+            if all(r.state == "done" for r in rows) and not any(th.is_alive() for th in threads):
+                break
+            time.sleep(0.5)
+        join_chunks([Path(t.output) for t in tasks], video, expected=total)
+        for t in tasks:
+            with contextlib.suppress(FileNotFoundError):
+                Path(t.output).unlink()
+        c.store.forget(c.job)
+
+    def _chunk_worker(self, i: int, errors: list[BaseException]) -> None:
+        """One local worker on this job's chunks: claim, run, check, mark; a failed attempt
+        goes back to the queue until ``max_attempts``."""
+        c = self.chunking
+        assert c is not None
+        name = f"{c.worker}/{i}" if c.workers > 1 else c.worker
+        env = c.envs[i] if i < len(c.envs) else None
+
+        def run_pipe(first, second, total, on_frames):  # type: ignore[no-untyped-def]
+            self._run_pipe(first, second, total, on_frames, env=env)
+
+        try:
+            while not self.should_stop():
+                row = c.store.claim(name, job=c.job)
+                if row is None:
+                    return
+                run_claimed_chunk(c.store, row, run_pipe, max_attempts=c.max_attempts)
+        except Cancelled:
+            return
+        except BaseException as exc:  # reported by the job's loop
+            errors.append(exc)
 
     def _mux(self, job: Prepared, video: Path, out: Path) -> None:
         media, plan, src = job.media, job.plan, job.src
@@ -484,29 +650,6 @@ class Pipeline:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def _run_one(self, cmd: Sequence[str], stage: str) -> str:
-        if self.should_stop():
-            raise Cancelled(f"cancelled before {stage}.")
-        proc = subprocess.Popen(
-            _with_parent(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        with self._lock:
-            self._procs = [proc]
-        try:
-            _, err = proc.communicate()
-        finally:
-            with self._lock:
-                self._procs = []
-        text = err.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            if self.should_stop():
-                raise Cancelled(f"cancelled during {stage}.")
-            raise EncodeError(stage, [cmd], [proc.returncode], [tail(text)])
-        return text
-
     @contextlib.contextmanager
     def _timed(self, stage: str, timings: list[StageTiming]):  # type: ignore[no-untyped-def]
         if self.should_stop():
@@ -516,6 +659,89 @@ class Pipeline:
         yield
         timings.append(StageTiming(stage, time.monotonic() - t0))
         log.debug("stage %s took %.2fs", stage, timings[-1].seconds)
+
+
+def _kill(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunking:
+    """How a long clip is split: chunks of about ``seconds`` of output (a clip shorter than
+    1.5 chunks runs whole: a chunk costs a vspipe start, script load and model load, seconds
+    that only pay off on long clips), planned into ``store`` under the key ``job``, worked on
+    by ``workers`` local threads named after ``worker`` (and by any other worker sharing the
+    store), each chunk tried up to ``max_attempts`` times."""
+
+    store: ChunkStore
+    job: str
+    seconds: float
+    workers: int = 1
+    worker: str = "local"
+    max_attempts: int = 3
+    envs: tuple[dict[str, str], ...] = ()  # local worker i's children's environment (its slot)
+
+
+def run_claimed_chunk(
+    store: ChunkStore, row: ChunkRow, run_pipe: PipeRunner, *, max_attempts: int
+) -> None:
+    """Run a claimed chunk and record the outcome (done, or a failed attempt)."""
+    last = [0.0]
+
+    def on_progress(frame: int, fps: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            store.progress(row, frame, fps)
+
+    try:
+        run_chunk(row.task, run_pipe, on_progress=on_progress)
+    except Cancelled:
+        store.release(worker_prefix=row.worker or "")
+        raise
+    except Exception as exc:
+        detail = exc.report() if isinstance(exc, EncodeError) else repr(exc)
+        if store.failed(row, f"{exc}\n{detail}", max_attempts=max_attempts):
+            log.error("chunk %d of %s failed for good: %s", row.index, row.job, exc)
+        else:
+            log.warning(
+                "chunk %d of %s failed (%s); it goes back to the queue", row.index, row.job, exc
+            )
+        return
+    store.done(row)
+
+
+def _chunk_report(row: ChunkRow) -> str:
+    return (
+        f"chunk {row.index}: output frames {row.start}-{row.end - 1}, {row.attempts} "
+        f"attempt(s), last on {row.worker or 'a worker'}\n\n{row.error or ''}"
+    )
+
+
+def detect_cuts(src: Path, *, threshold: float = 0.3) -> list[float]:
+    """Scene cuts in the source (seconds), from ffmpeg's scene score on small frames: where a
+    chunk boundary costs nothing. Only run when a clip is chunked."""
+    res = run_capture(
+        [
+            find_tool("ffmpeg"),
+            "-hide_banner",
+            "-nostdin",
+            "-i",
+            media_arg(src),
+            "-an",
+            "-vf",
+            f"scale=64:36,select='gt(scene,{threshold})',showinfo",
+            "-f",
+            "null",
+            "-",
+        ],
+        timeout=3600,
+    )
+    return [float(m.group(1)) for m in re.finditer(r"pts_time:([\d.]+)", res.stderr)]
 
 
 _SETPRIV = shutil.which("setpriv")

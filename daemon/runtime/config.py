@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -15,8 +16,14 @@ DEFAULT_TEXT = """\
 # finishline daemon configuration
 # root holds hot/<preset>/ (drop clips here), out/<preset>/, done/, failed/, work/ and queue.db
 root = "~/finishline"
-# parallel jobs (0 = one per GPU, or one on a CPU-only machine)
+# parallel workers (0 = workers_per_gpu on each GPU, or one on a CPU-only machine); each has
+# its device slot: a GPU (CUDA_VISIBLE_DEVICES) or a share of the CPU cores
 workers = 0
+# workers sharing one GPU (small models on a large GPU)
+workers_per_gpu = 1
+# clips longer than 1.5x this (seconds of output) are split into chunks of about this length
+# that any free worker takes (0 = never split)
+chunk_seconds = 20.0
 # poll the hot folders instead of inotify (for NFS/SMB shares)
 polling = false
 # a file is taken once its size and mtime have not changed for this long (seconds)
@@ -36,6 +43,8 @@ log_level = "INFO"
 class DaemonConfig:
     root: Path
     workers: int = 0
+    workers_per_gpu: int = 1
+    chunk_seconds: float = 20.0
     polling: bool = False
     settle_seconds: float = 3.0
     batch_window: float = 8.0
@@ -80,6 +89,8 @@ def default_config_path() -> Path:
 KEYS = {
     "root": str,
     "workers": int,
+    "workers_per_gpu": int,
+    "chunk_seconds": (int, float),
     "polling": bool,
     "settle_seconds": (int, float),
     "batch_window": (int, float),
@@ -99,8 +110,10 @@ def parse_config(text: str, *, source: str) -> DaemonConfig:
         kind = KEYS.get(key)
         if kind is None:
             problems.append(f"{source}: unknown key {key!r}; keys are {', '.join(KEYS)}.")
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             problems.append(f"{source}: {key} = {value!r} has the wrong type.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{source}: {key} = {value!r} is not a finite number.")
     if problems:
         raise AppError("\n".join(problems))
     cfg = DaemonConfig(
@@ -109,6 +122,8 @@ def parse_config(text: str, *, source: str) -> DaemonConfig:
     changes: dict[str, object] = {}
     for key in (
         "workers",
+        "workers_per_gpu",
+        "chunk_seconds",
         "polling",
         "settle_seconds",
         "batch_window",
@@ -120,8 +135,13 @@ def parse_config(text: str, *, source: str) -> DaemonConfig:
     if "presets" in data:
         changes["presets"] = tuple(str(p) for p in data["presets"])
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
-    if cfg.workers < 0 or cfg.settle_seconds < 0 or cfg.max_attempts < 1:
-        raise AppError(f"{source}: workers and settle_seconds must be >= 0, max_attempts >= 1.")
+    if min(cfg.workers, cfg.settle_seconds, cfg.chunk_seconds, cfg.batch_window) < 0 or (
+        cfg.max_attempts < 1 or cfg.workers_per_gpu < 1
+    ):
+        raise AppError(
+            f"{source}: workers, settle_seconds, batch_window and chunk_seconds must be >= 0, "
+            "max_attempts and workers_per_gpu >= 1."
+        )
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise AppError(f"{source}: log_level must be DEBUG, INFO, WARNING or ERROR.")
     return cfg

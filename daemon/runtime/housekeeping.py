@@ -11,6 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
+from daemon.engine.chunks import ChunkStore
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.queue import Job, Queue
 from daemon.runtime.states import JobState
@@ -38,6 +39,19 @@ def clean_leftovers(cfg: DaemonConfig) -> list[Path]:
     if removed:
         log.info("removed %d file(s) a stopped run left half-written", len(removed))
     return removed
+
+
+def release_chunks(cfg: DaemonConfig) -> int:
+    """Chunks a stopped daemon was running go back to the queue (their attempt counted);
+    finished chunks stay done, so a restart redoes only those in flight."""
+    store = ChunkStore(cfg.db)
+    try:
+        n = store.release(count_attempt=True)
+    finally:
+        store.close()
+    if n:
+        log.info("%d chunk(s) in flight when the daemon stopped go back to the queue", n)
+    return n
 
 
 def file_given_up(cfg: DaemonConfig, queue: Queue, jobs: list[Job]) -> None:

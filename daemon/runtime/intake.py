@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = frozenset(
     {
         ".mp4",
+        ".gif",  # taken so the probe can say what to do with it (an animated GIF is refused)
         ".mov",
         ".mkv",
         ".webm",
@@ -257,6 +258,7 @@ class Intake:
         self.on_duplicate = on_duplicate
         self.hash_wait = hash_wait
         self._pending: dict[Path, Pending] = {}
+        self._told_ignored: set[Path] = set()
         self._lock = threading.Lock()
         self._batches: dict[tuple[str, str], tuple[int, float]] = {}
         self._hasher = Hasher()
@@ -266,10 +268,26 @@ class Intake:
 
     # -- called from watchdog threads: cheap, no I/O ---------------------------------------------
 
+    def _note_ignored(self, p: Path) -> None:
+        """A file in a hot folder that is not a video by its name: said once, at INFO (hidden
+        and temporary names, copies in progress and our own reports stay silent)."""
+        name = p.name
+        quiet = (
+            name.startswith((".", "~"))
+            or name.endswith("~")
+            or name.lower().endswith((*TEMP_SUFFIXES, ".error.txt", ".duplicate.txt"))
+        )
+        if quiet or self._preset_of(p) is None or p in self._told_ignored:
+            return
+        if len(self._told_ignored) < 10_000:
+            self._told_ignored.add(p)
+        log.info("ignoring %s: %s is not a video file type", shown(p), p.suffix or "no extension")
+
     def notice(self, path: str | Path) -> None:
         """Something happened to ``path`` just now (created, written, closed, moved, deleted)."""
         p = Path(path)
         if is_ignored(p) or self._preset_of(p) is None:
+            self._note_ignored(p)
             return
         now = time.monotonic()
         with self._lock:

@@ -235,6 +235,16 @@ class Queue(QueueReader):
         with self._lock:
             self._db.execute("UPDATE jobs SET src=? WHERE id=?", (str(path), job_id))
 
+    def set_worker_device(self, job_id: int | None, worker: str, device: str) -> None:
+        """Which device slot ``worker`` runs on (and, for a job's owner, the job)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO workers(name, device, job, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET device=excluded.device, job=excluded.job, "
+                "updated=excluded.updated",
+                (worker, device, job_id, time.time()),
+            )
+
     def set_report(self, job_id: int, report: str) -> None:
         """The failure report of a job that is already failed (filed after a recovery)."""
         with self._lock:

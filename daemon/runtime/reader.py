@@ -16,12 +16,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from daemon.core.errors import AppError
+from daemon.engine.chunks import CHUNKS_SCHEMA, ChunkRow, chunk_row
 from daemon.runtime.states import JobState, TransitionError
 
 #: bumped whenever the tables change; stored in ``PRAGMA user_version``
 SCHEMA_VERSION = 4
 
-SCHEMA = """
+SCHEMA = (
+    CHUNKS_SCHEMA
+    + """
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     preset TEXT NOT NULL,
@@ -65,10 +68,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, priority DESC, id);
 CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(content_hash, preset);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    name TEXT PRIMARY KEY, device TEXT NOT NULL, job INTEGER, updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER, beat REAL, started REAL
 );
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,20 @@ class QueueReader:
         except ValueError:
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def chunks(self, job_id: int) -> list[ChunkRow]:
+        """A chunked job's chunks in index order (empty for a job run whole)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM chunks WHERE job=? ORDER BY idx", (f"job-{job_id}",)
+            ).fetchall()
+        return [chunk_row(r) for r in rows]
+
+    def devices(self) -> dict[str, str]:
+        """Worker name -> its device slot, e.g. ``cuda:1 (8 threads)``."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, device FROM workers").fetchall()
+        return {r[0]: r[1] for r in rows}
 
 
 def check_version(path: Path, version: int, tables: set[str]) -> None:

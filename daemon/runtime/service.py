@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -12,9 +13,10 @@ from pathlib import Path
 
 from daemon.core.files import move_safely
 from daemon.engine.presets import list_presets, load_preset_file
+from daemon.engine.slots import count_gpus, plan_slots
 from daemon.runtime import running
 from daemon.runtime.config import DaemonConfig
-from daemon.runtime.housekeeping import clean_leftovers, file_given_up
+from daemon.runtime.housekeeping import clean_leftovers, file_given_up, release_chunks
 from daemon.runtime.intake import Intake, shown
 from daemon.runtime.logs import setup_logging
 from daemon.runtime.queue import Job, Queue
@@ -25,20 +27,6 @@ log = logging.getLogger(__name__)
 
 #: how often the presets and hot folders are looked at again while the daemon runs (seconds)
 PRESET_REFRESH_S = 2.0
-
-
-def default_workers() -> int:
-    """One per GPU (NVML), or one on a CPU-only machine."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return max(1, int(pynvml.nvmlDeviceGetCount()))
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return 1
 
 
 # -- presets, live --------------------------------------------------------------------------------
@@ -241,8 +229,15 @@ class Daemon:
         # we hold the root's lock: what a killed run left half-written is ours to remove, and
         # a job given up after max_attempts is filed in failed/ (not queued again from hot/)
         self._safely("removing leftovers", lambda: clean_leftovers(self.cfg))
+        self._safely("releasing chunks in flight", lambda: release_chunks(self.cfg))
         self._safely("filing given-up jobs", lambda: file_given_up(self.cfg, queue, recovered))
-        n_workers = self.cfg.workers or default_workers()
+        slots = plan_slots(
+            workers=self.cfg.workers,
+            gpus=count_gpus(),
+            workers_per_gpu=self.cfg.workers_per_gpu,
+            cores=os.cpu_count() or 1,
+        )
+        n_workers = len(slots)
         log.info(
             "finishline daemon: root %s, %d worker(s), presets %s, log %s%s",
             self.cfg.root,
@@ -266,8 +261,10 @@ class Daemon:
             found = intake.scan()
             if found:
                 log.info("start-up scan: %d file(s) already in the hot folders", found)
-            for i in range(n_workers):
-                w = Worker(f"{os.uname().nodename}:{os.getpid()}:w{i}", self.cfg, queue, self.stop)
+            for i, slot in enumerate(slots):
+                name = f"{socket.gethostname()}:{os.getpid()}:w{i}"
+                w = Worker(name, self.cfg, queue, self.stop, slot)
+                log.info("worker w%d on %s", i, slot.device)
                 t = threading.Thread(target=w.run_forever, name=f"worker-{i}", daemon=True)
                 self.workers.append(w)
                 self.threads.append(t)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import sqlite3
 import threading
@@ -21,9 +22,18 @@ from pathlib import Path
 from daemon.core.artifacts import ClipPlan
 from daemon.core.errors import AppError, EncodeError, QcError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
+from daemon.engine.chunks import ChunkStore
 from daemon.engine.finish import Engine
-from daemon.engine.pipeline import Cancelled, Progress, SourceChanged
+from daemon.engine.pipeline import (
+    Cancelled,
+    Children,
+    Chunking,
+    Progress,
+    SourceChanged,
+    run_claimed_chunk,
+)
 from daemon.engine.presets import find_preset
+from daemon.engine.slots import Slot, plan_slots
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.logs import JobAdapter
 from daemon.runtime.queue import Job, Queue
@@ -34,13 +44,49 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, name: str, cfg: DaemonConfig, queue: Queue, stop: threading.Event) -> None:
+    """Claims jobs, and between jobs takes chunks of other workers' long jobs. Its children
+    run in its device slot (a GPU, or a share of the cores)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: DaemonConfig,
+        queue: Queue,
+        stop: threading.Event,
+        slot: Slot | None = None,
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self.queue = queue
         self.stop = stop
+        self.slot = slot or plan_slots(cores=os.cpu_count() or 1)[0]
         self.current: Engine | None = None
         self.job_id: int | None = None
+        self._chunks: ChunkStore | None = None
+
+    @property
+    def chunks(self) -> ChunkStore:
+        """The chunks table in the queue's database (one connection per worker)."""
+        if self._chunks is None:
+            self._chunks = ChunkStore(self.cfg.db)
+        return self._chunks
+
+    def help_with_chunks(self) -> bool:
+        """Take one queued chunk of another worker's job and run it; False when there is
+        none. The chunk is self-contained (its commands, its file, its frame count)."""
+        if self.queue.paused:
+            return False
+        row = self.chunks.claim(self.name)
+        if row is None:
+            return False
+        self.queue.set_worker_device(None, self.name, self.slot.device)
+        runner = Children(should_stop=self.stop.is_set, env=self.slot.env())
+        log.info("taking chunk %d of %s", row.index, row.job)
+        with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back
+            run_claimed_chunk(
+                self.chunks, row, runner._run_pipe, max_attempts=self.cfg.max_attempts
+            )
+        return True
 
     def run_forever(self, idle: float = 0.5) -> None:
         while not self.stop.is_set():
@@ -52,9 +98,11 @@ class Worker:
                 continue
             if job is None:
                 try:
+                    if self.help_with_chunks():
+                        continue
                     self.assemble_settled()
                 except Exception:  # a bug must not stop the daemon
-                    log.exception("worker %s: unexpected error while assembling", self.name)
+                    log.exception("worker %s: unexpected error between jobs", self.name)
                 self.stop.wait(idle)
                 continue
             try:
@@ -195,18 +243,30 @@ class Worker:
         engine = Engine(
             preset,
             work_root=self.cfg.work,
+            threads=self.slot.threads,
+            env=self.slot.env(),
             should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
         )
         self.current = engine
         self.queue.set_work_dir(job.id, engine.work_dir(src))
+        self.queue.set_worker_device(job.id, self.name, self.slot.device)
         plan = self._batch_plan(job, engine)
         t0 = time.monotonic()
+        chunking = Chunking(
+            store=self.chunks,
+            job=f"job-{job.id}",
+            seconds=self.cfg.chunk_seconds,
+            worker=self.name,
+            max_attempts=self.cfg.max_attempts,
+            envs=(self.slot.env(),),
+        )
         result = engine.finish(
             src,
             output,
             plan=plan,
             progress=self._throttled(job.id),
             overwrite=bool(job.replace_output),
+            chunking=chunking,
         )
         jlog.info(
             "delivered %s (%d frames in %.1fs)%s",
@@ -358,6 +418,8 @@ class Worker:
         state: JobState,
     ) -> None:
         """File the source in ``failed/`` beside a report and record the failure."""
+        with contextlib.suppress(sqlite3.Error):  # its chunks are not worth anyone's time now
+            self.chunks.forget(f"job-{job.id}")
         report, message = self.file_failure(
             job, src, rel, message, exc, cancelled=state is JobState.CANCELLED
         )

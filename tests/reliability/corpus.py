@@ -551,20 +551,7 @@ SLOW = frozenset(
 """Delivered cases that vary a container or stream detail the default run already covers;
 each takes a full encode (about 10 s on 2 cores)."""
 
-KNOWN = {
-    "fps-1.mp4": (
-        "QC fails: at 1 fps the 0.5 s GOP limit makes every frame a keyframe, x265 then signals "
-        "the Rext (Main 10 Intra) profile (daemon/engine/commands.py keyint, or the QC check)"
-    ),
-    "short-0.25s.mp4": (
-        "mux fails: loudness measured on audio shorter than 0.4 s is -inf, loudnorm gets "
-        "offset=inf (daemon/engine/commands.py loudnorm arguments)"
-    ),
-    "png-video.mov": (
-        "script check fails: an RGB source is tagged with a YUV matrix, zimg 'Resize error "
-        "1026' (vs_scripts/plan/render.py)"
-    ),
-}
+KNOWN: dict[str, str] = {}
 """Failures found by the corpus whose fix belongs outside the probe."""
 
 CASES: tuple[Case, ...] = tuple(

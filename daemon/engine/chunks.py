@@ -1,0 +1,379 @@
+"""Chunked encoding: the plan written once into a ``chunks`` table, any free worker taking the
+next chunk, a chunk done only when its output holds exactly its frames, then a frame-exact
+join in index order with no re-encode (the way Av1an does it).
+
+A chunk is a self-contained unit of work: its two commands (vspipe over its frame range, the
+encoder writing video only with closed GOPs), the file it writes and the frames it must hold.
+Whoever runs it (the job's own worker, another local worker, a cluster node) needs nothing
+else. The table lives in the daemon's ``queue.db`` or, for ``finishline process``, in the
+work folder, so a crash or a kill loses at most the chunks in flight and a restart redoes
+only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from daemon.core.errors import AppError, EncodeError
+from daemon.core.tools import find_tool, media_arg, run_capture, tail
+
+CHUNKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    job TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    plan_key TEXT NOT NULL,
+    task TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    worker TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    frame INTEGER NOT NULL DEFAULT 0,
+    fps REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    updated REAL NOT NULL,
+    PRIMARY KEY (job, idx)
+);
+CREATE INDEX IF NOT EXISTS chunks_claim ON chunks(state, job, idx);
+"""
+
+CHUNK_STATES = ("queued", "running", "done", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    """Everything needed to produce one chunk, anywhere."""
+
+    index: int
+    start: int
+    end: int
+    vspipe: list[str]
+    encoder: list[str]  # writes ``partial``; renamed to ``output`` once its frames are right
+    partial: str
+    output: str
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ChunkTask:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    job: str
+    index: int
+    start: int
+    end: int
+    state: str
+    worker: str | None
+    attempts: int
+    frame: int
+    fps: float
+    error: str | None
+    task: ChunkTask = field(repr=False)
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+class ChunkFailed(AppError):
+    """A chunk failed for good (after its attempts); the job fails with its report."""
+
+    title = "chunk failed"
+
+    def __init__(self, row: ChunkRow, report: str) -> None:
+        self.row = row
+        self.text = report
+        super().__init__(
+            f"chunk {row.index} (frames {row.start}-{row.end - 1}) failed after "
+            f"{row.attempts} attempt(s): {row.error}"
+        )
+
+    def report(self) -> str:
+        return self.text
+
+
+class ChunkStore:
+    """The chunks table (one connection per store; every write is one statement or one
+    ``BEGIN IMMEDIATE`` transaction, so several processes may share the file)."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        with self._tx() as db:
+            for statement in CHUNKS_SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- the plan ---------------------------------------------------------------------------
+
+    def plan(self, job: str, plan_key: str, tasks: Sequence[ChunkTask]) -> list[ChunkRow]:
+        """Write the plan once. The same plan (same ``plan_key``: script, preset, ranges) is
+        kept with its progress; a different one replaces it."""
+        now = time.time()
+        with self._tx() as db:
+            keys = {r[0] for r in db.execute("SELECT plan_key FROM chunks WHERE job=?", (job,))}
+            if keys != {plan_key}:
+                db.execute("DELETE FROM chunks WHERE job=?", (job,))
+                db.executemany(
+                    "INSERT INTO chunks(job, idx, start, end, plan_key, task, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(job, t.index, t.start, t.end, plan_key, t.to_json(), now) for t in tasks],
+                )
+        return self.rows(job)
+
+    def rows(self, job: str) -> list[ChunkRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM chunks WHERE job=? ORDER BY idx", (job,)
+            ).fetchall()
+        return [chunk_row(r) for r in rows]
+
+    def forget(self, job: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM chunks WHERE job=?", (job,))
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def claim(self, worker: str, *, job: str | None = None) -> ChunkRow | None:
+        """Atomically take the next queued chunk (of ``job``, or of any job)."""
+        where = "state='queued'" + (" AND job=:job" if job is not None else "")
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE chunks SET state='running', worker=:w, frame=0, fps=0, updated=:now "
+                f"WHERE rowid=(SELECT rowid FROM chunks WHERE {where} ORDER BY job, idx LIMIT 1) "
+                "AND state='queued' RETURNING *",
+                {"w": worker, "now": time.time(), "job": job},
+            ).fetchone()
+        return chunk_row(row) if row else None
+
+    def progress(self, row: ChunkRow, frame: int, fps: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE chunks SET frame=?, fps=?, updated=? WHERE job=? AND idx=? "
+                "AND state='running'",
+                (frame, fps, time.time(), row.job, row.index),
+            )
+
+    def done(self, row: ChunkRow) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE chunks SET state='done', frame=end-start, fps=0, error=NULL, updated=? "
+                "WHERE job=? AND idx=?",
+                (time.time(), row.job, row.index),
+            )
+
+    def failed(self, row: ChunkRow, error: str, *, max_attempts: int) -> bool:
+        """Record a failed attempt: back to the queue, or failed for good after
+        ``max_attempts`` (returns True then)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE chunks SET attempts=attempts+1, error=?, worker=NULL, frame=0, fps=0, "
+                "state=CASE WHEN attempts+1 >= ? THEN 'failed' ELSE 'queued' END, updated=? "
+                "WHERE job=? AND idx=? RETURNING state",
+                (error, max_attempts, time.time(), row.job, row.index),
+            ).fetchone()
+        return bool(cur and cur[0] == "failed")
+
+    def release(self, *, worker_prefix: str = "", count_attempt: bool = False) -> int:
+        """Chunks left running (a killed worker or daemon) go back to the queue; returns
+        how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE chunks SET state='queued', worker=NULL, frame=0, fps=0, "
+                f"attempts=attempts+{1 if count_attempt else 0}, updated=? "
+                "WHERE state='running' AND COALESCE(worker, '') LIKE ?",
+                (time.time(), worker_prefix + "%"),
+            )
+        return cur.rowcount
+
+    def release_dead(self) -> int:
+        """Chunks held by a worker of this host whose process is gone (``HOST:PID:...``
+        names) go back to the queue, counting the attempt; returns how many."""
+        host = socket.gethostname()
+        with self._lock:
+            names = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT worker FROM chunks WHERE state='running' AND worker IS NOT NULL"
+            )]  # fmt: skip
+        released = 0
+        for name in names:
+            parts = name.split(":")
+            mine = len(parts) >= 2 and parts[0] == host and parts[1].isdigit()
+            if mine and not _alive(int(parts[1])):
+                prefix = f"{parts[0]}:{parts[1]}:"
+                released += self.release(worker_prefix=prefix, count_attempt=True)
+        return released
+
+
+def worker_name(role: str) -> str:
+    """``HOST:PID:ROLE``: a chunk's holder, recognisable when its process is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def chunk_row(r: sqlite3.Row) -> ChunkRow:
+    return ChunkRow(
+        r["job"],
+        r["idx"],
+        r["start"],
+        r["end"],
+        r["state"],
+        r["worker"],
+        r["attempts"],
+        r["frame"],
+        r["fps"],
+        r["error"],
+        ChunkTask.from_json(r["task"]),
+    )
+
+
+# -- running one chunk --------------------------------------------------------------------------
+
+
+PipeRunner = Callable[[Sequence[str], Sequence[str], int, Callable[[int, float], None]], None]
+
+
+def run_chunk(
+    task: ChunkTask, run_pipe: PipeRunner, *, on_progress: Callable[[int, float], None]
+) -> None:
+    """vspipe over the chunk's range into the encoder, then the frame-mismatch check; the
+    output appears under its final name only when it holds exactly the chunk's frames."""
+    partial, output = Path(task.partial), Path(task.output)
+    if output.exists() and count_frames(output) == task.frames:
+        return  # done by an earlier run (its row was lost with a crash)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()
+    try:
+        run_pipe(task.vspipe, task.encoder, task.frames, on_progress)
+        got = count_frames(partial)
+        if got != task.frames:
+            raise EncodeError(
+                "chunk",
+                [task.vspipe, task.encoder],
+                [0, 0],
+                [
+                    "",
+                    f"FRAME MISMATCH: chunk {task.index} holds {got} frames, expected "
+                    f"{task.frames} (frames {task.start}-{task.end - 1})",
+                ],
+            )
+        os.replace(partial, output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
+def count_frames(path: Path) -> int:
+    """Video packets in ``path`` (ffprobe reads every packet: exact, no decoding)."""
+    res = run_capture(
+        [
+            find_tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+            media_arg(path),
+        ],
+    )
+    try:
+        return int(res.stdout.strip().split(",")[0])
+    except ValueError:
+        return -1
+
+
+def join_chunks(outputs: Sequence[Path], target: Path, *, expected: int) -> None:
+    """Concatenate chunk files in index order, stream copy (no re-encode), and check the
+    joined file holds every frame."""
+    listing = target.with_name(target.name + ".txt")
+    lines = []
+    for p in outputs:
+        quoted = str(p.absolute()).replace("'", "'\\''")
+        lines.append(f"file '{quoted}'")
+    listing.write_text("\n".join(lines) + "\n")
+    ffmpeg = find_tool("ffmpeg")
+    fmt = "matroska" if target.suffix == ".mkv" else "mov"
+    cmd = [
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(listing),
+        "-map",
+        "0:v",
+        "-c",
+        "copy",
+        "-f",
+        fmt,
+        str(target),
+    ]
+    try:
+        res = run_capture(cmd, timeout=3600)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            listing.unlink()
+    if res.returncode != 0:
+        raise EncodeError("join", [cmd], [res.returncode], [tail(res.stderr)])
+    got = count_frames(target)
+    if got != expected:
+        raise EncodeError(
+            "join", [cmd], [0], [f"joined file holds {got} frames, expected {expected}"]
+        )

@@ -1,0 +1,85 @@
+"""Device slots: which GPU, or which share of the CPU cores, a worker's children may use.
+
+A worker owns one slot for its life. Its children (vspipe, ffmpeg) get the slot's environment:
+``CUDA_VISIBLE_DEVICES`` of its GPU (so torch's ``cuda`` is that GPU), and a thread budget
+(``FINISHLINE_THREADS`` for VapourSynth's core, torch and OpenVINO; ``OMP_NUM_THREADS`` and
+friends for the libraries that read them; the encoder gets it as ``-threads``/``pools``). The
+budgets of all slots add up to the machine's cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    name: str  # "gpu0", "gpu0.1" (two workers sharing GPU 0), "cpu1"
+    gpu: int | None
+    threads: int
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.gpu} ({self.threads} threads)" if self.gpu is not None else (
+            f"cpu ({self.threads} threads)"
+        )  # fmt: skip
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The children's environment for this slot."""
+        env = dict(os.environ if base is None else base)
+        # a CPU slot sees no GPU: it must not wander onto one another worker owns
+        env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu is None else str(self.gpu)
+        env["FINISHLINE_THREADS"] = str(self.threads)
+        for var in THREAD_VARIABLES:
+            env[var] = str(self.threads)
+        return env
+
+
+def plan_slots(
+    *, workers: int = 0, gpus: int = 0, workers_per_gpu: int = 1, cores: int = 1
+) -> list[Slot]:
+    """The slots of one machine (pure). With GPUs: ``workers_per_gpu`` slots per GPU (0
+    ``workers``: all of them; otherwise the first ``workers``, GPUs taken in turn). Without:
+    ``workers`` CPU slots (0: one). The cores are shared out so the budgets add up to
+    ``cores`` (each slot at least one thread)."""
+    cores = max(1, cores)
+    if gpus > 0:
+        per = max(1, workers_per_gpu)
+        order = [(g, k) for k in range(per) for g in range(gpus)]  # spread over the GPUs first
+        n = len(order) if workers <= 0 else min(workers, len(order))
+        chosen = sorted(order[:n])
+        shares = _share(cores, n)
+        return [
+            Slot(f"gpu{g}" + (f".{k}" if per > 1 else ""), g, shares[i])
+            for i, (g, k) in enumerate(chosen)
+        ]
+    n = max(1, workers)
+    return [Slot(f"cpu{i}", None, t) for i, t in enumerate(_share(cores, n))]
+
+
+def _share(cores: int, n: int) -> list[int]:
+    base, extra = divmod(cores, n)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(n)]
+
+
+def count_gpus() -> int:
+    """NVIDIA GPUs (NVML), 0 when there are none or no driver. ``FINISHLINE_GPUS=N`` pins the
+    number (e.g. to leave GPUs to other work; slots are GPUs 0..N-1 of what the process may
+    see)."""
+    pinned = os.environ.get("FINISHLINE_GPUS", "")
+    if pinned.isdigit():
+        return int(pinned)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0

@@ -1,0 +1,173 @@
+"""Chunked encoding for real: a chunked run is the unchunked picture frame for frame, workers'
+children run in their own device slots, and a daemon killed mid-job redoes only the chunks in
+flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.runtime.reader import QueueReader
+from daemon.runtime.states import JobState
+from tests.conftest import DATA, ffmpeg, make_clip
+from tests.helpers import BIN, finishline, streams, wait_for
+
+
+def cut_clip(path: Path, seconds: float = 1.5) -> Path:
+    """testsrc2 then mandelbrot (a scene cut at ``seconds``), 160x90 at 12 fps, with a sine."""
+    ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=160x90:rate=12:duration={seconds}",
+        "-f", "lavfi", "-i", "mandelbrot=size=160x90:rate=12",
+        "-f", "lavfi", "-i", f"sine=frequency=440:duration={2 * seconds}",
+        "-filter_complex",
+        f"[1:v]trim=duration={seconds},setpts=PTS-STARTPTS[b];[0:v][b]concat=n=2:v=1:a=0[v]",
+        "-map", "[v]", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast",
+        "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
+    )  # fmt: skip
+    return path
+
+
+def frame_hashes(path: Path) -> list[str]:
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.split(",")[-1].strip() for line in out.splitlines() if not line.startswith("#")]
+
+
+def timestamps(path: Path) -> list[str]:
+    return subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
+         "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FINISHLINE_PRESETS": str(DATA / "presets_ok"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }
+
+
+def test_a_chunked_run_is_the_unchunked_picture(tmp_path: Path, env: dict[str, str]) -> None:
+    """Lossless preset with the exposure stabiliser (±4 frames of context) and a scene cut:
+    four chunks by two workers give the same frames and timestamps as one piece."""
+    src = cut_clip(tmp_path / "cut.mp4")
+    whole, chunked = tmp_path / "whole.mkv", tmp_path / "chunked.mkv"
+    common = ["--preset", "small-colour", "-q"]
+    res = finishline(
+        "process", str(src), *common, "-o", str(whole), "--chunk-seconds", "0", env=env
+    )
+    assert res.returncode == 0, res.stderr
+    res = finishline(
+        "-v", "process", str(src), *common, "-o", str(chunked), "--chunk-seconds", "1",
+        "--workers", "2", env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "4 chunks" in res.stderr  # 36 frames cut at 18 (the scene cut), then at 9 and 27
+    assert frame_hashes(chunked) == frame_hashes(whole) and len(frame_hashes(whole)) == 36
+    assert timestamps(chunked) == timestamps(whole)
+    leftovers = [p.name for p in (tmp_path / "cache").rglob("chunks/*") if p.is_file()]
+    assert not leftovers
+
+
+def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -> None:
+    """Two workers, two (pinned) GPUs: each vspipe child sees its own CUDA_VISIBLE_DEVICES and
+    a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
+    behind either id and runs on the CPU.)"""
+    src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=4.0)
+    env = {**env, "FINISHLINE_GPUS": "2"}
+    proc = subprocess.Popen(
+        [str(BIN / "finishline"), "process", str(src), "--preset", "slow-x265", "-q",
+         "-o", str(tmp_path / "o.mp4"), "--chunk-seconds", "1", "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    seen: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and len(seen) < 2 and time.monotonic() < deadline:
+            for pid in subprocess.run(["pgrep", "-f", "vspipe -c y4m"], capture_output=True,
+                                      text=True).stdout.split():  # fmt: skip
+                try:
+                    raw = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+                child = dict(
+                    x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x
+                )
+                if child.get("XDG_RUNTIME_DIR") == env["XDG_RUNTIME_DIR"]:
+                    seen[child.get("CUDA_VISIBLE_DEVICES", "?")] = child.get(
+                        "FINISHLINE_THREADS", "?"
+                    )
+            time.sleep(0.1)
+    finally:
+        _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert set(seen) == {"0", "1"}, seen
+    cores = os.cpu_count() or 1
+    assert sum(int(v) for v in seen.values()) == max(2, cores)
+
+
+def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "root"
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'root = "{root}"\nworkers = 1\nsettle_seconds = 0.5\nbatch_window = 1.0\n'
+        'chunk_seconds = 1.0\npresets = ["slow-x265"]\nmax_attempts = 3\n'
+    )
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [str(BIN / "finishline"), "daemon", "--config", str(config)],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "daemon.log").open("ab"),
+        )  # fmt: skip
+        wait_for(lambda: (root / "queue.db").exists() and (root / "hot" / "slow-x265").is_dir(), 30)
+        return proc
+
+    def chunks():  # type: ignore[no-untyped-def]
+        r = QueueReader(root / "queue.db")
+        try:
+            return r.chunks(1), r.get(1)
+        finally:
+            r.close()
+
+    daemon = start()
+    src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=5.0)
+    (root / "hot" / "slow-x265" / "long.mp4").write_bytes(src.read_bytes())
+    wait_for(lambda: sum(c.state == "done" for c in chunks()[0]) >= 2, 240, "two chunks done")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    before = {c.index: c for c in chunks()[0]}
+    done_before = {i for i, c in before.items() if c.state == "done"}
+    daemon = start()
+    try:
+        wait_for(
+            lambda: chunks()[1] is not None and chunks()[1].state is JobState.DONE, 300, "delivery"
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    job = chunks()[1]
+    outputs = list((root / "out" / "slow-x265").glob("*.mp4"))
+    assert [p.name for p in outputs] == ["long.mp4"]
+    s = streams(outputs[0])
+    assert int(s["video"]["nb_read_packets"]) == 120 and s["audio"]["codec_name"] == "aac"
+    assert job.attempts == 1 and done_before
+    log = (root / "logs" / "finishline.log").read_text()
+    assert f"({len(done_before)} done by an earlier run)" in log
+    work = Path(job.work_dir)
+    left = sorted(p.name for p in work.rglob("*") if p.is_file() and "index" not in p.parts)
+    assert not [n for n in left if n.endswith((".mov", ".mkv"))], left  # no chunk or partial
+    assert not list((root / "out" / "slow-x265").glob(".*"))

@@ -1,0 +1,87 @@
+"""Chunk planning and device slots: pure rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from daemon.engine.slots import Slot, plan_slots
+from vs_scripts.plan.chunks import Chunk, chunk_length, context_frames, map_cuts, plan_chunks
+
+
+def ranges(chunks: list[Chunk]) -> list[tuple[int, int]]:
+    return [(c.start, c.end) for c in chunks]
+
+
+def covers(chunks: list[Chunk], total: int) -> bool:
+    """Half-open, in order, no gap, no overlap, indices 0..n-1."""
+    return (
+        chunks[0].start == 0
+        and chunks[-1].end == total
+        and all(a.end == b.start for a, b in itertools.pairwise(chunks))
+        and [c.index for c in chunks] == list(range(len(chunks)))
+    )
+
+
+def test_short_clips_and_no_chunking_are_one_chunk() -> None:
+    assert plan_chunks(100, max_len=0) == [Chunk(0, 0, 100)]
+    assert plan_chunks(100, max_len=100) == [Chunk(0, 0, 100)]
+    assert plan_chunks(0, max_len=10) == []
+
+
+def test_long_shots_split_into_equal_parts_none_too_long() -> None:
+    chunks = plan_chunks(100, max_len=40)
+    assert ranges(chunks) == [(0, 33), (33, 67), (67, 100)]
+    assert covers(chunks, 100) and all(c.frames <= 40 for c in chunks)
+
+
+def test_cuts_are_boundaries() -> None:
+    chunks = plan_chunks(100, max_len=60, min_len=10, cuts=[30])
+    assert ranges(chunks) == [(0, 30), (30, 65), (65, 100)]
+    assert covers(chunks, 100) and all(c.frames <= 60 for c in chunks)
+    assert 30 in {c.start for c in chunks}
+
+
+def test_a_cut_on_a_length_boundary_makes_no_sliver() -> None:
+    chunks = plan_chunks(80, max_len=40, min_len=20, cuts=[40])
+    assert ranges(chunks) == [(0, 40), (40, 80)]
+
+
+def test_pieces_shorter_than_the_minimum_join_a_neighbour() -> None:
+    chunks = plan_chunks(100, max_len=50, min_len=20, cuts=[45, 48, 52])
+    assert covers(chunks, 100)
+    assert all(c.frames >= 20 or c.frames == 100 for c in chunks[:-1])
+    assert all(c.frames <= 50 for c in chunks)
+
+
+def test_cuts_outside_the_clip_are_ignored() -> None:
+    assert ranges(plan_chunks(50, max_len=30, cuts=[0, -3, 50, 99])) == [(0, 25), (25, 50)]
+
+
+def test_lengths_context_and_cut_mapping() -> None:
+    assert chunk_length(20, 24) == 480 and chunk_length(0, 24) == 0
+    assert context_frames(rife=True, denoise_radius=0, stabilise=True) == 4
+    assert context_frames(rife=True, denoise_radius=0, stabilise=False) == 1
+    assert map_cuts([1.0, 2.5, 99.0], 24, 100) == [24, 60]
+
+
+def test_slots_share_the_cores_and_pin_the_gpus() -> None:
+    cpu = plan_slots(workers=3, cores=16)
+    assert [s.threads for s in cpu] == [6, 5, 5] and sum(s.threads for s in cpu) == 16
+    assert all(s.gpu is None for s in cpu)
+    gpus = plan_slots(gpus=8, cores=64)
+    assert [s.gpu for s in gpus] == list(range(8)) and {s.threads for s in gpus} == {8}
+    shared = plan_slots(gpus=2, workers_per_gpu=2, cores=8)
+    assert [(s.name, s.gpu) for s in shared] == [
+        ("gpu0.0", 0), ("gpu0.1", 0), ("gpu1.0", 1), ("gpu1.1", 1)
+    ]  # fmt: skip
+    assert [s.gpu for s in plan_slots(workers=3, gpus=4, cores=4)] == [0, 1, 2]
+    assert plan_slots(cores=1) == [Slot("cpu0", None, 1)]
+
+
+@pytest.mark.parametrize(("slot", "cuda"), [(Slot("gpu1", 1, 4), "1"), (Slot("cpu0", None, 2), "")])
+def test_a_slot_sets_its_childrens_environment(slot: Slot, cuda: str) -> None:
+    env = slot.env({"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert env["CUDA_VISIBLE_DEVICES"] == cuda and env["PATH"] == "/bin"
+    assert env["FINISHLINE_THREADS"] == env["OMP_NUM_THREADS"] == str(slot.threads)
