@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def fmt_eta(seconds: float | None) -> str:
     """``m:ss`` or ``h:mm:ss``; ``-`` when unknown."""
@@ -10,3 +12,12 @@ def fmt_eta(seconds: float | None) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def tilde(path: Path | str) -> str:
+    """``path`` with the home folder written ``~`` (shorter on an 80-column screen)."""
+    p = Path(path)
+    try:
+        return f"~/{p.relative_to(Path.home())}"
+    except (ValueError, RuntimeError):  # not under home, or no home at all
+        return str(p)

@@ -1,9 +1,21 @@
 """The preset form: one row per :data:`vs_scripts.plan.preset.SCHEMA` key, kept in step with the
 TOML editor.
 
-The TOML text stays the single source of truth. A change in the form rewrites the key it
-touched in that text; a change in the text refills the form. Validation runs on the text, and
-each problem is shown under the key it names (as well as in the list under the editor).
+The TOML text stays the single source of truth. A change in the form rewrites the value of the
+key it touched in that text (with tomlkit: comments, order and spacing stay); a change in the text
+refills the form. Validation runs on the text, and each problem is shown under the key it names
+(as well as in the list under the editor).
+
+Keys typed faster than the app handles them (a paste, SSH lag) must land where they were typed.
+Two things made them not:
+
+- Textual handles a typed character inside the focused Input/TextArea, but a bound key
+  (backspace, arrows) only once the key event has bubbled up to the app, so in a burst the
+  characters behind a backspace were inserted before it ran (Textual issue #6605).
+  :class:`OrderedInput` and :class:`OrderedTextArea` run their own bindings in place, in order.
+- The form's own updates came back as edits. :meth:`PresetForm.fill` now sets the widgets with
+  their ``Changed`` messages prevented, so every ``Changed`` the form handles is the user's (an
+  earlier scheme matched echoes by value, and lost keys when two echoes were in flight).
 """
 
 from __future__ import annotations
@@ -12,11 +24,14 @@ import re
 import tomllib
 from fractions import Fraction
 
-from textual import on
+import tomlkit
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select, Static, TextArea
 
 from vs_scripts.plan.preset import SCHEMA, Key
 
@@ -73,6 +88,41 @@ def parse_input(key: Key, text: str) -> object:
     return text
 
 
+def bool_label(value: bool) -> str:
+    """A checkbox's label: its TOML value, so on and off read apart without colour."""
+    return "true" if value else "false"
+
+
+async def run_own_binding(widget: Widget, event: events.Key) -> bool:
+    """Run ``widget``'s own (non-priority) binding for ``event`` now, in order with the text
+    typed around it, instead of after the event has bubbled up to the app. The focused widget
+    is the first in the app's binding chain, and priority bindings ran before the event got
+    here, so what runs is what the app would run; only when changes."""
+    bindings = widget._bindings.key_to_bindings.get(event.key, ())  # the bindings the app uses
+    for binding in bindings:
+        if not binding.priority and await widget.app.run_action(binding.action, widget):
+            event.stop()
+            event.prevent_default()
+            return True
+    return False
+
+
+class OrderedInput(Input):
+    """An Input whose bound keys (backspace, arrows, ...) keep their place among typed text."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if not await run_own_binding(self, event):
+            await super()._on_key(event)
+
+
+class OrderedTextArea(TextArea):
+    """A TextArea whose bound keys (backspace, arrows, ...) keep their place among typed text."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if not await run_own_binding(self, event):
+            await super()._on_key(event)
+
+
 class PresetForm(VerticalScroll):
     """Editable fields for every preset key, with the key's problems right under it."""
 
@@ -84,12 +134,16 @@ class PresetForm(VerticalScroll):
             self.key = key
             self.value = value
 
+    loaded: reactive[bool] = reactive(False)
+    """Whether a preset has been shown yet; until then the form says "loading…" instead of
+    showing widgets whose starting values would look like the preset's."""
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._by_id = {field_id(k): k for k in SCHEMA}
-        self._shown: dict[str, object] = {}  # what fill() last put in each widget
 
     def compose(self) -> ComposeResult:
+        yield Static("loading…", id="form-loading", markup=False)
         section = None
         for key in SCHEMA:
             if key.section != section:
@@ -99,7 +153,9 @@ class PresetForm(VerticalScroll):
                 yield Label(key.name, classes="form-key")
                 fid = field_id(key)
                 if key.kind == "bool":
-                    widget = Checkbox("", value=bool(key.default), id=fid, compact=True)
+                    widget = Checkbox(
+                        bool_label(bool(key.default)), value=bool(key.default), id=fid, compact=True
+                    )
                 elif key.choices:
                     widget = Select(
                         [(c, c) for c in key.choices],
@@ -109,37 +165,41 @@ class PresetForm(VerticalScroll):
                         compact=True,
                     )
                 else:
-                    widget = Input(
-                        str(display(key, None)),
-                        id=fid,
-                        compact=True,
-                        placeholder="not set" if key.optional else "",
+                    widget = OrderedInput(
+                        "", id=fid, compact=True, placeholder="not set" if key.optional else ""
                     )
                 widget.tooltip = f"{key.doc} ({key.describe_allowed()})"
                 yield widget
             yield Static("", id=error_id(key), classes="form-error", markup=False)
 
-    def fill(self, text: str) -> None:
-        """Show the values of TOML ``text`` (left as they are when it does not parse)."""
+    def watch_loaded(self, loaded: bool) -> None:
+        self.set_class(not loaded, "-loading")
+
+    def fill(self, text: str, *, force: bool = False) -> None:
+        """Show the values of TOML ``text`` (left as they are when it does not parse). The
+        Input being typed in keeps its text unless ``force`` (another preset was loaded)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             return
-        for key in SCHEMA:
-            table = data.get(key.section)
-            raw = table.get(key.name) if isinstance(table, dict) else None
-            value = display(key, raw)
-            fid = field_id(key)
-            widget = self.query_one(f"#{fid}")
-            if key.choices and value not in key.choices:
-                continue  # an invalid choice: its error says so, the Select keeps a valid one
-            if isinstance(widget, Checkbox) and not isinstance(value, bool):
-                continue
-            if isinstance(widget, Input) and widget.has_focus:
-                continue  # never rewrite what the user is typing
-            if widget.value != value:  # type: ignore[attr-defined]
-                self._shown[fid] = value
-                widget.value = value  # type: ignore[attr-defined]
+        with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+            for key in SCHEMA:
+                table = data.get(key.section)
+                raw = table.get(key.name) if isinstance(table, dict) else None
+                value = display(key, raw)
+                widget = self.query_one(f"#{field_id(key)}")
+                if key.choices and value not in key.choices:
+                    continue  # an invalid choice: its error says so, the Select keeps a valid one
+                if isinstance(widget, Checkbox):
+                    if isinstance(value, bool):
+                        widget.value = value
+                        widget.label = bool_label(value)
+                    continue
+                if isinstance(widget, Input) and widget.has_focus and not force:
+                    continue  # never rewrite what the user is typing
+                if widget.value != value:  # type: ignore[attr-defined]
+                    widget.value = value  # type: ignore[attr-defined]
+        self.loaded = True
 
     def show_problems(self, problems: list[str]) -> None:
         found = problems_by_key(problems)
@@ -153,30 +213,54 @@ class PresetForm(VerticalScroll):
     @on(Select.Changed)
     @on(Checkbox.Changed)
     def _changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
-        fid = event.control.id
-        key = self._by_id.get(fid or "")
+        key = self._by_id.get(event.control.id or "")
         if key is None:
             return
         event.stop()
+        if not self.loaded:
+            return  # nothing shown yet: there is no preset to edit
         value = event.value
-        if self._shown.pop(fid, object()) == value:  # type: ignore[arg-type]
-            return  # the echo of fill(), not the user
+        if isinstance(event, Checkbox.Changed):
+            event.checkbox.label = bool_label(event.value)
         if isinstance(event, Input.Changed):
             value = parse_input(key, str(value))
         self.post_message(self.Edited(key, value))
 
 
-def apply_edit(data: dict[str, object], key: Key, value: object) -> dict[str, object]:
-    """``data`` (parsed TOML) with ``key`` set to ``value``; a value equal to the default of a
-    key that was not written stays unwritten, ``None`` removes the key."""
-    out = {s: dict(t) if isinstance(t, dict) else t for s, t in data.items()}
-    table = out.setdefault(key.section, {})
-    if not isinstance(table, dict):
-        return out
+def _plain(item: object) -> object:
+    """A tomlkit item as the Python value it stands for."""
+    unwrap = getattr(item, "unwrap", None)
+    return unwrap() if callable(unwrap) else item
+
+
+def apply_edit(text: str, key: Key, value: object) -> str:
+    """TOML ``text`` with ``key`` set to ``value``, changed only there: comments, key order and
+    spacing stay as they are (tomlkit). ``None`` removes the key; a value equal to the default of
+    a key that was not written stays unwritten; a new key goes at the end of its table (the
+    table at the end of the file when there is none). ``text`` that does not parse is returned
+    as it is."""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.TOMLKitError:
+        return text
+    table = doc.get(key.section)
+    if table is not None and not isinstance(table, dict):
+        return text  # not a table: validation names the problem
+    written = table is not None and key.name in table
     if value is None:
-        table.pop(key.name, None)
-    elif key.name in table or (value != display(key, None) and value != key.default):
+        if not written:
+            return text
+        del table[key.name]  # type: ignore[index]
+    elif written:
+        old = _plain(table[key.name])  # type: ignore[index]
+        if old == value and isinstance(old, bool) == isinstance(value, bool):
+            return text  # 20 typed over 20.0: the same number, keep how it is written
+        table[key.name] = value  # type: ignore[index]
+    elif value in (display(key, None), key.default):
+        return text
+    else:
+        if table is None:
+            table = tomlkit.table()
+            doc[key.section] = table
         table[key.name] = value
-    if not table:
-        out.pop(key.section)
-    return out
+    return tomlkit.dumps(doc)

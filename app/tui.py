@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli_w
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -46,8 +45,8 @@ from textual.widgets import (
 # cells) when imported, which must happen before Textual takes the terminal over.
 from textual_image.widget import Image as StillImage
 
-from app.format import fmt_eta
-from app.preset_form import PresetForm, apply_edit
+from app.format import fmt_eta, tilde
+from app.preset_form import OrderedTextArea, PresetForm, apply_edit
 from daemon.core.artifacts import (
     SCRIPT,
     assessment_beside,
@@ -56,12 +55,12 @@ from daemon.core.artifacts import (
     read_result,
     still_beside,
 )
-from daemon.engine.presets import list_presets, save_preset
+from daemon.engine.presets import list_presets, save_preset_text
 from daemon.runtime.logs import read_log
 from daemon.runtime.queue import Queue
 from daemon.runtime.reader import Batch, Job, QueueReader
 from daemon.runtime.states import JobState
-from vs_scripts.plan.errors import PresetError
+from vs_scripts.plan.errors import AppError, PresetError
 from vs_scripts.plan.preset import load_preset
 
 FILTERS: dict[str, tuple[JobState, ...]] = {
@@ -471,68 +470,195 @@ class LogScreen(Screen):
             log.write(line)
 
 
+class PresetLoaded(Message):
+    """A preset file was read (in a worker) and can be shown."""
+
+    def __init__(self, name: str, path: Path, text: str) -> None:
+        super().__init__()
+        self.name = name
+        self.path = path
+        self.text = text
+
+
 class PresetScreen(Screen):
     """Presets: pick one, edit it in a form (one field per key) or as TOML, every error shown
-    next to its key; a diff before saving; duplicate under a new name."""
+    next to its key; a diff before saving; duplicate under a new name.
+
+    Unsaved edits are never dropped without asking: leaving the screen or opening another
+    preset asks first, and moving through the list previews presets only while nothing is
+    edited. The title line names the preset being edited and its file."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+d", "duplicate", "Duplicate"),
+        Binding("escape", "leave", "back"),
+        # priority: a focused TextArea would take ctrl+d (delete right) and ctrl+s
+        Binding("ctrl+s", "save", "save", priority=True),
+        Binding("ctrl+d", "duplicate", "duplicate", priority=True),
     ]
+    HELP = "↑↓ preview  ↵ open  F1 queue  F2 logs  F3 presets (1 2 3 outside text)"
+
+    modified: reactive[bool] = reactive(False)
+    """Whether the editor's text differs from the file it was loaded from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: Path | None = None
+        self.original = ""
+        self._wanted: str | None = None  # the preset a load was last asked for
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal():
             yield ListView(id="preset-list")
             with Vertical(id="editor-pane"):
+                yield Static("loading…", id="preset-title", markup=False)
                 with TabbedContent(id="preset-tabs"):
                     with TabPane("Form", id="form-tab"):
                         yield PresetForm(id="form")
                     with TabPane("TOML", id="toml-tab"):
-                        yield TextArea("", id="editor", language="toml")
+                        yield OrderedTextArea("", id="editor", language="toml")
                 yield Static("", id="problems", markup=False)
+        yield Static(self.HELP, classes="keys-help", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.current: Path | None = None
-        self.original = ""
         lv = self.query_one("#preset-list", ListView)
-        for name in self.app.presets():  # type: ignore[attr-defined]
+        names = self.app.presets()  # type: ignore[attr-defined]
+        for name in names:
             lv.append(ListItem(Label(name), name=name))
-        if lv.children:
-            lv.index = 0
-            # after the first refresh: the form's widgets set their initial values on mount
-            self.call_after_refresh(self.load, self.app.presets()[0])  # type: ignore[attr-defined]
+        if names:
+            self.load(names[0])
+        else:
+            self.query_one("#preset-title", Static).update("no presets found")
 
-    @on(ListView.Selected)
-    def _picked(self, event: ListView.Selected) -> None:
-        if event.item.name:
-            self.load(event.item.name)
+    # -- loading ------------------------------------------------------------------------------
+
+    @property
+    def name_shown(self) -> str | None:
+        return self.current.stem if self.current else None
 
     def load(self, name: str) -> None:
-        path = list_presets(self.app.preset_dirs)[name]  # type: ignore[attr-defined]
-        self.current = path
-        self.original = path.read_text()
-        self.query_one("#editor", TextArea).text = self.original
+        """Read preset ``name`` in a worker and show it (the latest request wins)."""
+        self._wanted = name
+        self._read(name)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="preset-load",
+        description="read a preset file",
+    )
+    def _read(self, name: str) -> None:
+        try:
+            path = list_presets(self.app.preset_dirs)[name]  # type: ignore[attr-defined]
+            text = path.read_text(encoding="utf-8")
+        except (KeyError, OSError, UnicodeDecodeError) as exc:
+            self.app.call_from_thread(
+                self.notify, str(exc), title=f"cannot read preset {name}", severity="error"
+            )
+            return
+        self.post_message(PresetLoaded(name, path, text))
+
+    def on_preset_loaded(self, message: PresetLoaded) -> None:
+        if message.name != self._wanted:
+            return  # the user has moved on to another preset
+        self.current, self.original = message.path, message.text
+        editor = self.query_one("#editor", TextArea)
+        with self.prevent(TextArea.Changed):
+            editor.load_text(message.text)
+        self.query_one("#form", PresetForm).fill(message.text, force=True)
+        self.modified = False
+        self._show_title()
         self.validate()
+        self._select_in_list(message.name)
+
+    def _select_in_list(self, name: str) -> None:
+        lv = self.query_one("#preset-list", ListView)
+        for i, item in enumerate(lv.children):
+            if isinstance(item, ListItem) and item.name == name and lv.index != i:
+                with self.prevent(ListView.Highlighted):
+                    lv.index = i
+
+    def watch_modified(self, modified: bool) -> None:
+        self._show_title()
+
+    def _show_title(self) -> None:
+        if self.current is None:
+            return
+        title = self.query_one("#preset-title", Static)
+        target = self.app.writable_preset_path(self.current.stem)  # type: ignore[attr-defined]
+        saves = "" if target == self.current else f"  (saved to {tilde(target)})"
+        title.update(
+            f"{self.current.stem}{'  ● unsaved edits' if self.modified else ''}  "
+            f"{tilde(self.current)}{saves}"
+        )
+        title.set_class(self.modified, "modified")
+
+    # -- moving around, never losing edits -----------------------------------------------------
+
+    @on(ListView.Highlighted, "#preset-list")
+    def _highlighted(self, event: ListView.Highlighted) -> None:
+        name = event.item.name if event.item else None
+        if name and name != self.name_shown and not self.modified:
+            self.load(name)
+
+    @on(ListView.Selected, "#preset-list")
+    def _picked(self, event: ListView.Selected) -> None:
+        name = event.item.name
+        if not name:
+            return
+        if name == self.name_shown:
+            self.query_one("#preset-tabs", TabbedContent).focus()
+            return
+        self.confirm_discard(lambda: self.load(name), on_keep=self._back_to_current)
+
+    def _back_to_current(self) -> None:
+        if self.name_shown:
+            self._select_in_list(self.name_shown)
+
+    def confirm_discard(
+        self, then: Callable[[], object], on_keep: Callable[[], object] | None = None
+    ) -> None:
+        """Run ``then`` now when nothing is edited, else once the user agrees to drop the
+        edits (``on_keep`` when they keep them)."""
+        if not self.modified or self.current is None:
+            then()
+            return
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.modified = False
+                then()
+            elif on_keep is not None:
+                on_keep()
+
+        self.app.push_screen(ConfirmDiscard(self.current.stem), answered)
+
+    def action_leave(self) -> None:
+        self.confirm_discard(self.app.pop_screen)
+
+    # -- editing ------------------------------------------------------------------------------
 
     @on(TextArea.Changed, "#editor")
     def _edited(self, event: TextArea.Changed) -> None:
-        self.query_one("#form", PresetForm).fill(event.text_area.text)
+        text = event.text_area.text
+        self.modified = self.current is not None and text != self.original
+        self.query_one("#form", PresetForm).fill(text)
         self.validate()
 
     @on(PresetForm.Edited)
     def _form_edited(self, event: PresetForm.Edited) -> None:
+        if self.current is None:
+            return
         editor = self.query_one("#editor", TextArea)
         try:
-            data = tomllib.loads(editor.text)
+            tomllib.loads(editor.text)
         except tomllib.TOMLDecodeError:
             self.notify("the TOML does not parse; fix it in the TOML tab first", severity="error")
             return
-        new = apply_edit(data, event.key, event.value)
-        if new != data:
-            editor.text = tomli_w.dumps(new)
+        new = apply_edit(editor.text, event.key, event.value)
+        if new != editor.text:
+            editor.replace(new, editor.document.start, editor.document.end)
 
     def validate(self) -> list[str]:
         text = self.query_one("#editor", TextArea).text
@@ -547,6 +673,8 @@ class PresetScreen(Screen):
         self.query_one("#problems", Static).set_class(bool(problems), "invalid")
         self.query_one("#form", PresetForm).show_problems(problems)
         return problems
+
+    # -- saving -------------------------------------------------------------------------------
 
     def action_save(self) -> None:
         if self.current is None:
@@ -574,9 +702,14 @@ class PresetScreen(Screen):
             return
         text = self.query_one("#editor", TextArea).text
         target = self.app.writable_preset_path(self.current.stem)  # type: ignore[attr-defined]
-        save_preset(load_preset(text, source=str(target), name=target.stem), target)
-        self.current, self.original = target, target.read_text()
-        self.query_one("#editor", TextArea).text = self.original
+        try:
+            save_preset_text(text, target)  # exactly the text the diff was made from
+        except (AppError, OSError) as exc:
+            self.notify(str(exc), title="not saved", severity="error")
+            return
+        self.current, self.original = target, text
+        self.modified = False
+        self._show_title()
         self.notify(f"saved {target}")
 
     def action_duplicate(self) -> None:
@@ -589,13 +722,37 @@ class PresetScreen(Screen):
         try:
             target = self.app.writable_preset_path(name)  # type: ignore[attr-defined]
             text = self.query_one("#editor", TextArea).text
-            save_preset(load_preset(text, source=str(target), name=name), target)
+            save_preset_text(text, target)
             self.app.make_hot_folder(name)  # type: ignore[attr-defined]
-        except Exception as exc:
+        except (AppError, OSError) as exc:
             self.notify(str(exc), title="cannot duplicate", severity="error")
             return
         self.query_one("#preset-list", ListView).append(ListItem(Label(name), name=name))
         self.notify(f"created {target} and its hot folder")
+
+
+class ConfirmDiscard(ModalScreen[bool]):
+    """Asked before unsaved preset edits would be dropped."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "keep editing")]
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.preset = name
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(f"{self.preset} has unsaved edits. Discard them?", markup=False)
+            with Horizontal():
+                yield Button("Keep editing", variant="primary", id="keep")
+                yield Button("Discard", variant="error", id="discard")
+
+    def on_mount(self) -> None:
+        self.query_one("#keep", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "discard")
 
 
 class ConfirmDiff(ModalScreen[bool]):
@@ -720,14 +877,20 @@ class FinishlineApp(App):
         text = self.sampler([self.root / "work", self.root / "out"])
         self.post_message(SystemSampled(text))
 
+    def _queue_screen(self) -> QueueScreen | None:
+        """The queue screen when it is the one shown (none while the app shuts down)."""
+        if not self.screen_stack:
+            return None
+        return self.screen if isinstance(self.screen, QueueScreen) else None
+
     def on_jobs_refreshed(self, message: JobsRefreshed) -> None:
         self.snapshot = message.snapshot
-        if isinstance(self.screen, QueueScreen):
-            self.screen.show(message.snapshot)
+        if screen := self._queue_screen():
+            screen.show(message.snapshot)
 
     def on_system_sampled(self, message: SystemSampled) -> None:
-        if isinstance(self.screen, QueueScreen):
-            self.screen.query_one("#system", Static).update(message.text)
+        if screen := self._queue_screen():
+            screen.query_one("#system", Static).update(message.text)
 
     def batch(self, batch_id: int | None) -> Batch | None:
         if batch_id is None:
@@ -811,9 +974,29 @@ class FinishlineApp(App):
 
     # -- navigation -----------------------------------------------------------------------------
 
+    def _edited_presets(self) -> PresetScreen | None:
+        """A preset screen in the stack with unsaved edits (leaving it would drop them)."""
+        return next(
+            (s for s in self.screen_stack if isinstance(s, PresetScreen) and s.modified), None
+        )
+
     def action_show_queue(self) -> None:
+        edited = self._edited_presets()
+        if edited is not None:
+            edited.confirm_discard(self._pop_to_queue)
+        else:
+            self._pop_to_queue()
+
+    def _pop_to_queue(self) -> None:
         while not isinstance(self.screen, QueueScreen) and len(self.screen_stack) > 2:
             self.pop_screen()
+
+    async def action_quit(self) -> None:
+        edited = self._edited_presets()
+        if edited is not None:
+            edited.confirm_discard(self.exit)
+        else:
+            self.exit()
 
     def action_show_logs(self) -> None:
         self.push_screen(LogScreen())

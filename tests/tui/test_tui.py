@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,11 +15,21 @@ import pytest
 from textual import events
 from textual.widgets import Checkbox, DataTable, Input, Select, Static, TextArea
 
-from app.tui import FinishlineApp, PresetScreen, QueueScreen, make_app
+from app.format import tilde
+from app.tui import (
+    ConfirmDiscard,
+    FinishlineApp,
+    LogScreen,
+    NameDialog,
+    PresetScreen,
+    QueueScreen,
+    make_app,
+)
 from daemon.runtime.queue import Queue
 from daemon.runtime.states import JobState
 from tests.conftest import DATA
 from tests.helpers import digest
+from vs_scripts.plan.errors import PresetError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -72,7 +83,9 @@ def burst(app: FinishlineApp, *keys: str) -> None:
     no waiting for the app to handle one before the next arrives (``pilot.press`` waits)."""
     for key in keys:
         char = key if len(key) == 1 else {"full_stop": ".", "plus": "+", "space": " "}.get(key)
-        app.post_message(events.Key(key, char))
+        event = events.Key(key, char)
+        event.set_sender(app)  # as the driver does: an event without one reaches no widget
+        app.post_message(event)
 
 
 def screen_text(app: FinishlineApp) -> list[str]:
@@ -235,6 +248,28 @@ def preset_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+async def open_preset(pilot, app: FinishlineApp, name: str) -> PresetScreen:  # type: ignore[no-untyped-def]
+    """The presets screen showing ``name`` (read by its worker)."""
+    await pilot.press("3")
+    await loaded(pilot, app)
+    screen = app.screen
+    assert isinstance(screen, PresetScreen)
+    screen.load(name)
+    await loaded(pilot, app)
+    assert screen.current is not None and screen.current.stem == name
+    return screen
+
+
+async def loaded(pilot, app: FinishlineApp) -> None:  # type: ignore[no-untyped-def]
+    await pilot.pause(0.2)
+    await app.workers.wait_for_complete()
+    await pilot.pause(0.2)
+
+
+def editor_of(screen: PresetScreen) -> TextArea:
+    return screen.query_one("#editor", TextArea)
+
+
 async def test_bad_preset_edit_shows_error_and_does_not_save(
     seeded: Path, preset_folder: Path
 ) -> None:
@@ -242,13 +277,8 @@ async def test_bad_preset_edit_shows_error_and_does_not_save(
     before = path.read_text()
     app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("3")
-        await pilot.pause(0.2)
-        screen = app.screen
-        assert isinstance(screen, PresetScreen)
-        screen.load("small-colour")
-        editor = screen.query_one("#editor")
-        editor.text = before.replace('encoder = "ffv1"', 'encoder = "ffv2"')
+        screen = await open_preset(pilot, app, "small-colour")
+        editor_of(screen).text = before.replace('encoder = "ffv1"', 'encoder = "ffv2"')
         await pilot.pause(0.2)
         problems = str(screen.query_one("#problems").render())
         assert "[video] encoder = 'ffv2' is not allowed" in problems
@@ -257,38 +287,24 @@ async def test_bad_preset_edit_shows_error_and_does_not_save(
         assert path.read_text() == before
 
 
-async def test_good_preset_edit_saves_valid_toml_after_the_diff(
+async def test_good_preset_edit_saves_exactly_the_text_of_the_diff(
     seeded: Path, preset_folder: Path
 ) -> None:
     path = preset_folder / "small-colour.toml"
+    before = path.read_text()
+    edited = before.replace("strength = 1.0", "strength = 0.7")
     app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("3")
-        await pilot.pause(0.2)
-        screen = app.screen
-        screen.load("small-colour")
-        screen.query_one("#editor").text = path.read_text().replace(
-            "strength = 1.0", "strength = 0.7"
-        )
+        screen = await open_preset(pilot, app, "small-colour")
+        editor_of(screen).text = edited
         await pilot.pause(0.1)
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
         assert "strength" in app.screen.query_one("#diff").text
         await pilot.click("#yes")
         await pilot.pause(0.2)
-    from daemon.engine.presets import load_preset_file
-
-    assert load_preset_file(path).colour.strength == 0.7
-
-
-async def open_preset(pilot, app: FinishlineApp, name: str) -> PresetScreen:  # type: ignore[no-untyped-def]
-    await pilot.press("3")
-    await pilot.pause(0.2)
-    screen = app.screen
-    assert isinstance(screen, PresetScreen)
-    screen.load(name)
-    await pilot.pause(0.2)
-    return screen
+        assert not screen.modified
+    assert path.read_text() == edited  # comments, order and spacing as they were
 
 
 async def test_form_shows_a_bad_value_under_its_key_and_does_not_save(
@@ -306,32 +322,261 @@ async def test_form_shows_a_bad_value_under_its_key_and_does_not_save(
         await pilot.pause(0.3)
         error = str(screen.query_one("#e-video-crf", Static).render())
         assert "[video] crf = 99 is not allowed; use a number >= 0 and <= 51" in error
-        assert "crf = 99" in screen.query_one("#editor", TextArea).text  # the TOML follows
+        assert editor_of(screen).text == before.replace("crf = 28.0", "crf = 99")
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
         assert path.read_text() == before
 
 
-async def test_form_edit_saves_valid_toml_after_the_diff(seeded: Path, preset_folder: Path) -> None:
+async def test_form_edit_saves_the_file_changed_only_where_the_diff_says(
+    seeded: Path, preset_folder: Path
+) -> None:
+    """The saved file keeps its comments and key order and gains no default keys: it differs
+    from the original exactly as the diff shown before saving."""
     path = preset_folder / "small-x265.toml"
+    before = path.read_text()
     app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await open_preset(pilot, app, "small-x265")
-        speed = screen.query_one("#f-video-speed", Select)
-        speed.value = "slow"
+        screen.query_one("#f-video-speed", Select).value = "slow"
         screen.query_one("#f-colour-stabilise", Checkbox).value = False
+        crf = screen.query_one("#f-video-crf", Input)
+        crf.focus()
+        await pilot.press("end", "backspace", "backspace", "backspace", "backspace")
+        await pilot.press("2", "1", "full_stop", "5")
         await pilot.pause(0.3)
         assert not screen.query_one("#e-video-speed", Static).display
         await pilot.press("ctrl+s")
         await pilot.pause(0.2)
         diff = app.screen.query_one("#diff").text
-        assert '+speed = "slow"' in diff and "+stabilise = false" in diff
         await pilot.click("#yes")
         await pilot.pause(0.2)
+    expected = (
+        before.replace('speed = "ultrafast"', 'speed = "slow"').replace("crf = 28.0", "crf = 21.5")
+        + "\n[colour]\nstabilise = false\n"
+    )
+    assert path.read_text() == expected
+    changed = [
+        line
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert changed == [
+        '-speed = "ultrafast"',
+        "-crf = 28.0",
+        '+speed = "slow"',
+        "+crf = 21.5",
+        "+",
+        "+[colour]",
+        "+stabilise = false",
+    ]
     from daemon.engine.presets import load_preset_file
 
     saved = load_preset_file(path)
-    assert (saved.video.speed, saved.colour.stabilise) == ("slow", False)
+    assert (saved.video.speed, saved.colour.stabilise, saved.video.crf) == ("slow", False, 21.5)
+
+
+def test_save_preset_text_writes_the_text_as_it_is_or_nothing(tmp_path: Path) -> None:
+    from daemon.engine.presets import save_preset_text
+    from vs_scripts.plan.errors import AppError
+
+    text = (DATA / "presets_ok" / "small-x265.toml").read_text()
+    target = tmp_path / "mine.toml"
+    preset = save_preset_text(text, target)
+    assert target.read_text() == text and preset.video.crf == 28.0
+    with pytest.raises(PresetError):
+        save_preset_text(text.replace("crf = 28.0", "crf = 99"), target)
+    with pytest.raises(AppError):
+        save_preset_text(text, tmp_path / "Bad Name.toml")
+    assert target.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.toml"]  # no temporary left
+
+
+async def test_a_burst_of_keys_in_the_toml_editor_all_land(
+    seeded: Path, preset_folder: Path
+) -> None:
+    """Keys that arrive faster than the app handles them (a paste, SSH lag) all land where
+    they were typed: the form's refills never come back as edits of their own."""
+    path = preset_folder / "small-x265.toml"
+    before = path.read_text()
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        screen.query_one("#preset-tabs").active = "toml-tab"
+        editor = editor_of(screen)
+        editor.focus()
+        row = before.splitlines().index("crf = 28.0")
+        editor.move_cursor((row, len("crf = 28.0")))
+        await pilot.pause(0.1)
+        burst(app, "backspace", "backspace", "backspace", "backspace", "2", "1", "full_stop", "0")
+        await pilot.pause(0.5)
+        assert editor.text == before.replace("crf = 28.0", "crf = 21.0")
+        assert screen.query_one("#f-video-crf", Input).value == "21.0"
+        paste = events.Paste("  # was 28")  # a paste arrives in one piece
+        paste.set_sender(app)
+        app.post_message(paste)
+        burst(app, "backspace", "9")
+        await pilot.pause(0.5)
+        assert editor.text == before.replace("crf = 28.0", "crf = 21.0  # was 29")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert "+crf = 21.0" in app.screen.query_one("#diff").text
+
+
+async def test_a_burst_of_keys_in_a_form_field_all_land(seeded: Path, preset_folder: Path) -> None:
+    path = preset_folder / "small-x265.toml"
+    before = path.read_text()
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        crf = screen.query_one("#f-video-crf", Input)
+        crf.focus()
+        await pilot.press("end")
+        burst(app, "backspace", "backspace", "backspace", "backspace", "1", "9", "full_stop", "5")
+        await pilot.pause(0.5)
+        assert crf.value == "19.5"
+        assert editor_of(screen).text == before.replace("crf = 28.0", "crf = 19.5")
+
+
+async def test_leaving_with_unsaved_edits_asks_first(seeded: Path, preset_folder: Path) -> None:
+    path = preset_folder / "small-x265.toml"
+    edited = path.read_text().replace("crf = 28.0", "crf = 22.0")
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        editor_of(screen).text = edited
+        await pilot.pause(0.2)
+        assert screen.modified
+        title = str(screen.query_one("#preset-title", Static).render())
+        assert "small-x265" in title and tilde(path) in title and "unsaved" in title
+        for leave in ("escape", "f1", "q"):  # back, the queue screen, quit: each asks
+            if leave == "q":
+                screen.query_one("#preset-list").focus()
+            await pilot.press(leave)
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ConfirmDiscard), leave
+            await pilot.press("escape")  # keep editing
+            await pilot.pause(0.2)
+            assert app.screen is screen and editor_of(screen).text == edited
+        for _ in range(40):  # Tab all the way round: focus moves, nothing is loaded or lost
+            await pilot.press("tab")
+        await pilot.pause(0.2)
+        assert app.screen is screen and editor_of(screen).text == edited
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        await pilot.click("#discard")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, QueueScreen)
+    assert path.read_text() != edited
+
+
+async def test_the_list_previews_on_highlight_and_asks_before_dropping_edits(
+    seeded: Path, preset_folder: Path
+) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("3")
+        await loaded(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, PresetScreen)
+        names = app.presets()
+        assert screen.current is not None and screen.current.stem == names[0]
+        screen.query_one("#preset-list").focus()
+        await pilot.press("down")  # highlighting a preset shows it
+        await loaded(pilot, app)
+        assert screen.current.stem == names[1]
+        title = str(screen.query_one("#preset-title", Static).render())
+        assert names[1] in title and tilde(preset_folder / f"{names[1]}.toml") in title
+        editor_of(screen).text += "\n# mine\n"
+        await pilot.pause(0.2)
+        await pilot.press("down")  # with unsaved edits the highlight does not load
+        await loaded(pilot, app)
+        assert screen.current.stem == names[1] and "# mine" in editor_of(screen).text
+        await pilot.press("enter")  # opening another preset asks
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ConfirmDiscard)
+        await pilot.click("#keep")
+        await loaded(pilot, app)
+        assert screen.current.stem == names[1] and "# mine" in editor_of(screen).text
+        await pilot.press("down", "enter")  # the list is back on the edited one: down, open
+        await pilot.pause(0.2)
+        await pilot.click("#discard")
+        await loaded(pilot, app)
+        assert screen.current.stem == names[2] and not screen.modified
+
+
+async def test_the_form_says_loading_until_the_preset_is_read(
+    seeded: Path, preset_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.tui as tui
+
+    release = threading.Event()
+    real = tui.list_presets
+
+    def slow(dirs):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is not threading.main_thread():
+            release.wait(10)
+        return real(dirs)
+
+    monkeypatch.setattr(tui, "list_presets", slow)
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("3")
+        await pilot.pause(0.3)
+        form = app.screen.query_one("#form")
+        assert "loading…" in "\n".join(screen_text(app))
+        assert not form.query_one("#f-video-crf", Input).display or not form.loaded
+        assert all("crf" not in line for line in screen_text(app))  # no default posing as value
+        release.set()
+        await loaded(pilot, app)
+        assert form.loaded and "loading…" not in "\n".join(screen_text(app))
+
+
+async def test_checkboxes_read_true_or_false(seeded: Path, preset_folder: Path) -> None:
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_preset(pilot, app, "slow-x265")  # [restore] auto = false
+        box = screen.query_one("#f-restore-auto", Checkbox)
+        box.scroll_visible(animate=False)
+        box.focus()
+        await pilot.pause(0.2)
+        row = next(line for line in screen_text(app) if "auto " in line)
+        assert "false" in row and "…" not in row, row
+        assert box.outer_size.height == 1  # focus does not grow the row
+        await pilot.press("space")
+        await pilot.pause(0.2)
+        row = next(line for line in screen_text(app) if "auto " in line)
+        assert "true" in row and "…" not in row, row
+        assert "auto = true" in editor_of(screen).text
+
+
+async def test_editor_keeps_typing_and_screen_keys_still_work(
+    seeded: Path, preset_folder: Path
+) -> None:
+    """With the TOML editor focused, digits are typed (1/2/3 do not switch screens), while
+    ctrl+s, ctrl+d and F1-F3 reach the screen and the app."""
+    app = make_app(seeded / "queue.db", root=seeded, poll=60, preset_dirs=[preset_folder])
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_preset(pilot, app, "small-x265")
+        screen.query_one("#preset-tabs").active = "toml-tab"
+        editor = editor_of(screen)
+        editor.focus()
+        editor.move_cursor((0, 0))
+        before = editor.text
+        await pilot.press("1", "2", "3")
+        await pilot.pause(0.2)
+        assert app.screen is screen and editor.text == "123" + before
+        await pilot.press("ctrl+d")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NameDialog) and editor.text == "123" + before
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        editor.text = before
+        await pilot.pause(0.2)
+        assert not screen.modified
+        await pilot.press("f2")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, LogScreen)
 
 
 async def test_job_screen_shows_the_before_after_still(seeded: Path, tmp_path: Path) -> None:
@@ -377,8 +622,15 @@ def fixed_system(paths: list[Path]) -> str:
 @pytest.mark.parametrize(
     "keys", [(), ("enter",), ("2",), ("3",)], ids=["queue", "job", "logs", "presets"]
 )
-def test_snapshot(snap_compare, seeded: Path, preset_folder: Path, keys: tuple[str, ...]) -> None:
+def test_snapshot(
+    snap_compare,
+    seeded: Path,
+    preset_folder: Path,
+    keys: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The main screens at 80x24, as an SSH user sees them."""
+    monkeypatch.setenv("HOME", str(preset_folder.parent))  # paths drawn as ~/presets/...
     app = make_app(
         seeded / "queue.db",
         root=seeded,
@@ -454,9 +706,12 @@ def test_form_helpers_map_problems_to_keys_and_keep_edits_minimal() -> None:
     )
     assert found == {("video", "crf"): ["[video] crf = 99 is not allowed; use a number."]}
     assert parse_input(crf, "18.5") == 18.5 and parse_input(crf, "abc") == "abc"
-    assert apply_edit({}, crf, 18.0) == {}  # the default of an unwritten key stays unwritten
-    assert apply_edit({"video": {"crf": 20}}, crf, 18.0) == {"video": {"crf": 18.0}}
-    assert apply_edit({"video": {"crf": 20}}, crf, None) == {}
+    text = '# mine\n[video]\ncrf = 20  # quality\nspeed = "slow"\n'
+    assert apply_edit("", crf, 18.0) == ""  # the default of an unwritten key stays unwritten
+    assert apply_edit(text, crf, 18.0) == text.replace("crf = 20", "crf = 18.0")
+    assert apply_edit(text, crf, 20.0) == text  # the same number: written as it was
+    assert apply_edit(text, crf, None) == text.replace("crf = 20  # quality\n", "")
+    assert apply_edit("[video\n", crf, 18.0) == "[video\n"  # no parse: left as it is
 
 
 async def test_opening_the_tui_leaves_the_queue_byte_identical(seeded: Path, tmp_path) -> None:
