@@ -372,10 +372,36 @@ def still_command(
     height: int = 540,
     ffmpeg: str = "ffmpeg",
 ) -> list[str]:
-    """A before/after still: the source frame and the output frame at the same time, both
-    scaled to ``height`` (bicubic, square pixels) and placed side by side in one PNG."""
+    """A before/after still of the source and output frames at the same time, ``height`` high:
+
+    - top: the whole source frame | the whole output frame, each fitted (aspect kept, bicubic,
+      square pixels) into a tile of ``height / 2`` by 16:9;
+    - bottom: a tile-sized 1:1 crop from the centre of the output frame (every output pixel
+      shown, so the detail gained is visible), beside the same region of the source scaled up
+      to the output's size with lanczos.
+
+    Tiles are padded to one size (black), so any input gives a ``2 * tile`` by ``height`` PNG.
+    """
     t = f"{max(0.0, at_seconds):.3f}"
-    half = f"scale=-2:{height}:flags=bicubic,setsar=1,format=rgb24"
+    th = max(2, height // 4 * 2)  # even
+    tw = max(2, round(th * 16 / 9) // 2 * 2)
+    pad = f"pad={tw}:{th}:(ow-iw)/2:(oh-ih)/2,format=rgb24"
+    fit = f"scale={tw}:{th}:force_original_aspect_ratio=decrease:flags=bicubic,setsar=1,{pad}"
+    crop = f"crop='min({tw},iw)':'min({th},ih)':(iw-ow)/2:(ih-oh)/2,setsar=1,{pad}"
+    graph = ";".join(
+        (
+            "[0:v:0]setsar=1,split=2[src_whole][src_detail]",
+            "[1:v:0]setsar=1,split=2[out_whole][out_detail]",
+            f"[src_whole]{fit}[a]",
+            f"[out_whole]{fit}[b]",
+            "[src_detail][out_detail]scale2ref=flags=lanczos[src_up][out_ref]",
+            f"[src_up]{crop}[c]",
+            f"[out_ref]{crop}[d]",
+            "[a][b]hstack=inputs=2[top]",
+            "[c][d]hstack=inputs=2[bottom]",
+            "[top][bottom]vstack=inputs=2[v]",
+        )
+    )
     return [
         ffmpeg,
         "-hide_banner",
@@ -392,7 +418,7 @@ def still_command(
         "-i",
         media_arg(output),
         "-filter_complex",
-        f"[0:v:0]{half}[a];[1:v:0]{half}[b];[a][b]hstack=inputs=2[v]",
+        graph,
         "-map",
         "[v]",
         "-frames:v",
