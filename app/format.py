@@ -21,3 +21,30 @@ def tilde(path: Path | str) -> str:
         return f"~/{p.relative_to(Path.home())}"
     except (ValueError, RuntimeError):  # not under home, or no home at all
         return str(p)
+
+
+def fit_cells(
+    pixels: tuple[int, int], room: tuple[int, int], cell: tuple[int, int]
+) -> tuple[int, int]:
+    """The most terminal cells (columns, rows) within ``room`` that an image of ``pixels``
+    (width, height) fills with its aspect kept, on cells of ``cell`` (width, height) pixels."""
+    (pw, ph), (max_cols, max_rows), (cw, ch) = pixels, room, cell
+    if min(pw, ph, max_cols, max_rows, cw, ch) <= 0:
+        return 0, 0
+    per_row = pw / ph * ch / cw  # columns per row that keep the aspect
+    cols, rows = max_cols, round(max_cols / per_row)
+    if rows > max_rows:
+        rows, cols = max_rows, round(max_rows * per_row)
+    return max(1, min(cols, max_cols)), max(1, min(rows, max_rows))
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """A PNG's (width, height) from its header; ``None`` when it is not a readable PNG."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
@@ -44,8 +44,9 @@ from textual.widgets import (
 # textual-image asks the terminal what it can draw (Kitty graphics, Sixel, else coloured half
 # cells) when imported, which must happen before Textual takes the terminal over.
 from textual_image.widget import Image as StillImage
+from textual_image.widget import get_cell_size  # the cell size textual-image draws with
 
-from app.format import fmt_eta, tilde
+from app.format import fit_cells, fmt_eta, png_size, tilde
 from app.preset_form import OrderedTextArea, PresetForm, apply_edit
 from daemon.core.artifacts import (
     SCRIPT,
@@ -333,6 +334,7 @@ class JobScreen(Screen):
     def __init__(self, job_id: int) -> None:
         super().__init__()
         self.job_id = job_id
+        self._still_pixels: tuple[int, int] | None = None  # the still's width, height
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -347,7 +349,8 @@ class JobScreen(Screen):
                 yield RichLog(id="job-log", wrap=True, markup=False)
             with TabPane("Still", id="still"):
                 yield Static("", id="still-path", markup=False)
-                yield StillImage(None, id="still-image")
+                with Container(id="still-box"):
+                    yield StillImage(None, id="still-image")
         yield Static(SCREEN_KEYS, classes="keys-help", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
@@ -401,6 +404,9 @@ class JobScreen(Screen):
             candidate = still_beside(out)
             still = candidate if candidate.exists() else None
             facts.append(f"before/after still: {still or '(none)'}")
+            self._still_pixels = png_size(still) if still is not None else None
+            if self._still_pixels is None:
+                still = None  # not a PNG we can read: say there is none
         lines = app.log_lines(job_filter=job.id, limit=300)
         error = job.report or job.error or "no error"
         self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines, still)
@@ -414,6 +420,7 @@ class JobScreen(Screen):
             else "no before/after still yet (written beside the output when the job is done)"
         )
         self.query_one("#still-image", StillImage).image = still
+        self.call_after_refresh(self._fit_still)
         self.query_one("#facts-text", Static).update(facts)
         self.query_one("#vpy", TextArea).text = script or "# no script yet"
         self.query_one("#error-text", Static).update(error)
@@ -421,6 +428,23 @@ class JobScreen(Screen):
         log.clear()
         for line in lines:
             log.write(line)
+
+    def _fit_still(self) -> None:
+        """Size the still in whole cells so it keeps its aspect in the room the tab has
+        (textual-image draws an image into whatever box it is given, stretched to fit)."""
+        image = self.query_one("#still-image", StillImage)
+        box = self.query_one("#still-box").content_size
+        if image.image is None or not self._still_pixels or not box.area:
+            return
+        cols, rows = fit_cells(self._still_pixels, (box.width, box.height), get_cell_size())
+        image.styles.width, image.styles.height = cols, rows
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._fit_still)
+
+    @on(TabbedContent.TabActivated, "#job-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.call_after_refresh(self._fit_still)  # a hidden tab has no size to fit in
 
 
 class LogScreen(Screen):

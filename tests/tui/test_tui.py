@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from textual import events
 from textual.widgets import Checkbox, DataTable, Input, Select, Static, TextArea
+from textual_image.widget import get_cell_size
 
 from app.format import tilde
 from app.tui import (
@@ -591,7 +592,7 @@ async def test_job_screen_shows_the_before_after_still(seeded: Path, tmp_path: P
             "-f",
             "lavfi",
             "-i",
-            "testsrc2=s=128x36",
+            "testsrc2=s=1920x540",  # a before | after still, 3.56:1
             "-frames:v",
             "1",
             str(still),
@@ -612,7 +613,32 @@ async def test_job_screen_shows_the_before_after_still(seeded: Path, tmp_path: P
         await pilot.pause(0.1)
         screen = app.screen
         assert str(still) in str(screen.query_one("#still-path", Static).render())
-        assert Path(screen.query_one("#still-image").image) == still
+        image = screen.query_one("#still-image")
+        assert Path(image.image) == still
+        screen.query_one("#job-tabs").active = "still"
+        await pilot.pause(0.3)
+        # drawn with its aspect kept: as wide as the tab allows, rows to match (not 1fr)
+        box = screen.query_one("#still-box").content_size
+        cols, rows = image.content_size.width, image.content_size.height
+        assert 0 < cols <= box.width and 0 < rows <= box.height
+        assert cols == box.width or rows == box.height  # as large as it fits
+        cell = get_cell_size()
+        drawn = cols * cell.width / (rows * cell.height)
+        assert drawn == pytest.approx(1920 / 540, rel=0.1), (cols, rows, cell)
+        await pilot.resize_terminal(80, 24)  # refitted when the terminal changes size
+        await pilot.pause(0.3)
+        cols, rows = image.content_size.width, image.content_size.height
+        assert cols <= 80 and cols * cell.width / (rows * cell.height) == pytest.approx(
+            1920 / 540, rel=0.1
+        )
+
+
+def test_fit_cells_keeps_the_aspect() -> None:
+    from app.format import fit_cells
+
+    assert fit_cells((1920, 540), (98, 20), (10, 20)) == (98, 14)  # limited by the width
+    assert fit_cells((960, 540), (98, 10), (10, 20)) == (36, 10)  # limited by the height
+    assert fit_cells((0, 540), (98, 10), (10, 20)) == (0, 0)
 
 
 def fixed_system(paths: list[Path]) -> str:
