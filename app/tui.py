@@ -648,6 +648,8 @@ class PresetScreen(Screen):
         if not self.modified or self.current is None:
             then()
             return
+        if isinstance(self.app.screen, ConfirmDiscard):
+            return  # already asking
 
         def answered(discard: bool | None) -> None:
             if discard:
@@ -997,6 +999,12 @@ class FinishlineApp(App):
         (self.root / "out" / name).mkdir(parents=True, exist_ok=True)
 
     # -- navigation -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No screen switching from inside a dialog (it would open behind or above it)."""
+        if action.startswith("show_") and self.screen_stack:
+            return not isinstance(self.screen, ModalScreen)
+        return True
 
     def _edited_presets(self) -> PresetScreen | None:
         """A preset screen in the stack with unsaved edits (leaving it would drop them)."""

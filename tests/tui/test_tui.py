@@ -456,6 +456,9 @@ async def test_leaving_with_unsaved_edits_asks_first(seeded: Path, preset_folder
             await pilot.press(leave)
             await pilot.pause(0.2)
             assert isinstance(app.screen, ConfirmDiscard), leave
+            await pilot.press("f1", "f3", "q")  # inside the dialog: nothing opens, once asked
+            await pilot.pause(0.2)
+            assert [type(s) for s in app.screen_stack][-2:] == [PresetScreen, ConfirmDiscard]
             await pilot.press("escape")  # keep editing
             await pilot.pause(0.2)
             assert app.screen is screen and editor_of(screen).text == edited
