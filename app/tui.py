@@ -83,6 +83,7 @@ class Snapshot:
     pid: int | None
     paused: bool
     error: str | None = None
+    problems: tuple[str, ...] = ()  # hot folders / files the daemon's intake leaves alone
 
 
 SCREEN_KEYS = "1 queue  2 logs  3 presets (F1-F3 in text fields)"
@@ -221,9 +222,15 @@ class QueueScreen(Screen):
         if snap.error:
             daemon = f"queue unavailable: {snap.error}"
         counts = "  ".join(f"{k} {v}" for k, v in sorted(snap.counts.items()))
+        problems = (
+            f"\n{len(snap.problems)} left alone: {snap.problems[0]}"
+            + (" (and more: see the log)" if len(snap.problems) > 1 else "")
+            if snap.problems
+            else ""
+        )
         status.update(
             f"{daemon}{'  [PAUSED]' if snap.paused else ''}   {counts}   "
-            f"filter: {self.filter_name}  sort: {self.sort_key}"
+            f"filter: {self.filter_name}  sort: {self.sort_key}{problems}"
         )
         status.set_class(not snap.alive, "down")
         jobs = [
@@ -282,7 +289,17 @@ class QueueScreen(Screen):
         self.app.control(fn_name, job_id, *args)  # type: ignore[attr-defined]
 
     def action_cancel(self) -> None:
-        self._control("cancel")
+        """Asks first: a cancel kills a running encode and files the source in failed/."""
+        job = self.app.job(self.selected_id())  # type: ignore[attr-defined]
+        if job is None or job.state not in ("queued", "running"):
+            self._control("cancel")  # says why it cannot
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.control("cancel", job.id)  # type: ignore[attr-defined]
+
+        self.app.push_screen(ConfirmCancel(job.name, job.state), answered)
 
     def action_retry(self) -> None:
         self._control("retry")
@@ -376,6 +393,10 @@ class JobScreen(Screen):
             f"source: {job.src}",
             f"output: {job.output or '-'}",
         ]
+        if job.note and job.state in ("queued", "running"):
+            facts.insert(2, f"waiting: {job.note}")
+        if job.worker and job.state == "running":
+            facts.insert(2, f"on {job.worker} {app.devices().get(job.worker, '')}".rstrip())
         batch = app.batch(job.batch_id)
         if batch is not None and batch.assembly_state not in ("", "none"):
             facts.append(
@@ -781,6 +802,35 @@ class ConfirmDiscard(ModalScreen[bool]):
         self.dismiss(event.button.id == "discard")
 
 
+class ConfirmCancel(ModalScreen[bool]):
+    """Asked before a job is cancelled."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "keep it")]
+
+    def __init__(self, name: str, state: str) -> None:
+        super().__init__()
+        self.job_name, self.state = name, state
+
+    def compose(self) -> ComposeResult:
+        what = "stop its encode and file" if self.state == "running" else "file"
+        with Vertical(id="confirm"):
+            yield Label(
+                f"Cancel {self.job_name}? This will {what} its source in failed/ "
+                "(retry brings it back).",
+                markup=False,
+            )
+            with Horizontal():
+                yield Button("Keep it", variant="primary", id="keep")
+                yield Button("Cancel the job", variant="error", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#keep", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "cancel")
+
+
 class ConfirmDiff(ModalScreen[bool]):
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel")]
 
@@ -886,7 +936,10 @@ class FinishlineApp(App):
         try:
             q = self.queue()
             alive, pid, _ = q.daemon_status()
-            snap = Snapshot(tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused)
+            problems = tuple(f"{k}: {v}" for k, v in sorted(q.intake_problems().items()))
+            snap = Snapshot(
+                tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused, None, problems
+            )
         except Exception as exc:  # daemon restarting, db missing, locked: show it, retry
             self._reader = None
             snap = Snapshot(self.snapshot.jobs, self.snapshot.counts, False, None, False, str(exc))
@@ -925,6 +978,13 @@ class FinishlineApp(App):
             return self.queue().batch(batch_id)
         except Exception:
             return None
+
+    def devices(self) -> dict[str, str]:
+        """Worker name -> its device slot (read-only)."""
+        try:
+            return self.queue().devices()
+        except Exception:
+            return {}
 
     def job(self, job_id: int | None) -> Job | None:
         if job_id is None:

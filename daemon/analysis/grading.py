@@ -397,12 +397,20 @@ def register_pairs(
     return np.concatenate(got_s), np.concatenate(got_r)
 
 
+#: corresponding pixel pairs a grade is fitted on (measured: 83,000 pairs of a 4-clip test batch
+#: took 5 minutes on 2 cores; 8,000 fit the same grade to 0.01 in 20 s)
+FIT_PAIRS = 8000
+
+
 def fit_grade(src: np.ndarray, ref: np.ndarray, *, keep: float = 80.0) -> list[float]:
     """The grade taking ``src`` pixels to their ``ref`` partners: a robust (L1) fit, then a
     least-squares refit on the ``keep`` % best-agreeing pairs, so moving subjects and small
     misregistrations (the rest) do not pull it."""
     from scipy.optimize import minimize
 
+    if len(src) > FIT_PAIRS:  # a fixed, even sample: the fit's cost no longer grows with size
+        pick = np.random.default_rng(0).choice(len(src), FIT_PAIRS, replace=False)
+        src, ref = src[pick], ref[pick]
     first = minimize(
         lambda g: float(np.mean(np.abs(apply_grade(src, g) - ref))),
         list(IDENTITY_GRADE),

@@ -66,6 +66,15 @@ def _share(cores: int, n: int) -> list[int]:
     return [max(1, base + (1 if i < extra else 0)) for i in range(n)]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: `taskset`, cgroups' cpusets), not
+    every core the machine has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def count_gpus() -> int:
     """NVIDIA GPUs (NVML), 0 when there are none or no driver. ``FINISHLINE_GPUS=N`` pins the
     number (e.g. to leave GPUs to other work; slots are GPUs 0..N-1 of what the process may

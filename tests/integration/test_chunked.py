@@ -80,6 +80,27 @@ def test_a_chunked_run_is_the_unchunked_picture(tmp_path: Path, env: dict[str, s
     assert not leftovers
 
 
+def test_lossy_chunks_keep_the_rate_and_every_timestamp(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """x265 chunks of 10 frames at 12 fps (their container durations are not exact): joined,
+    the rate is 12/1 and the frames' times are the unchunked run's."""
+    src = make_clip(tmp_path / "c.mp4", size="160x90", fps="12", seconds=2.5)
+    outs = {}
+    for name, seconds in (("whole", "0"), ("chunked", "1")):
+        outs[name] = tmp_path / f"{name}.mp4"
+        res = finishline(
+            "process", str(src), "--preset", "small-x265", "-q", "-o", str(outs[name]),
+            "--chunk-seconds", seconds, env=env,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    v = streams(outs["chunked"])["video"]
+    assert (v["r_frame_rate"], int(v["nb_read_packets"])) == ("12/1", 30)
+    assert sorted(map(float, timestamps(outs["chunked"]))) == sorted(
+        map(float, timestamps(outs["whole"]))
+    )
+
+
 def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -> None:
     """Two workers, two (pinned) GPUs: each vspipe child sees its own CUDA_VISIBLE_DEVICES and
     a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
@@ -113,7 +134,7 @@ def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -
         _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
     assert set(seen) == {"0", "1"}, seen
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     assert sum(int(v) for v in seen.values()) == max(2, cores)
 
 

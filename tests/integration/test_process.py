@@ -46,8 +46,8 @@ def test_12fps_640x360_with_audio_to_youtube_1080p(
     assert loudness(out) == pytest.approx(-14.0, abs=1.0)
     assert digest(src) == before, "the source must never be modified"
     assert not list(out.parent.glob(".*partial*"))
-    still = streams(out.with_name("ai.compare.png"))["video"]  # before | after, 540 high
-    assert (still["codec_name"], still["width"], still["height"]) == ("png", 960 + 960, 540)
+    still = streams(out.with_name("ai.compare.png"))["video"]  # wholes above, 1:1 crops below
+    assert (still["codec_name"], still["width"], still["height"]) == ("png", 960, 540)
     work = next(
         p
         for p in (tmp_path / "cache" / "finishline" / "jobs").iterdir()

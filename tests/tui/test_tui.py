@@ -201,7 +201,14 @@ async def test_actions_change_state_through_the_queue_interface(seeded: Path) ->
         await settle(pilot, app)
         queued = next(n for n, s in states(seeded).items() if s == "queued")
         select_row(app, queued)
+        await pilot.press("c")  # asks first; escape keeps the job
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert states(seeded)[queued] == "queued"
         await pilot.press("c")
+        await pilot.pause(0.2)
+        await pilot.click("#cancel")
         await settle(pilot, app)
         assert states(seeded)[queued] == "cancelled"
         failed = next(n for n, s in states(seeded).items() if s == "failed")
