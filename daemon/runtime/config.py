@@ -7,6 +7,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from daemon.core.files import atomic_write
 from daemon.core.places import xdg_dir
@@ -36,7 +37,39 @@ max_attempts = 3
 presets = []
 # log level for stderr and the rotating file in <root>/logs
 log_level = "INFO"
+
+# Chunks on a Ray cluster instead of this machine (pip install 'finishline[ray]'; see
+# docs/cluster.md). The daemon stays here: it watches, queues, plans and delivers.
+# [cluster]
+# engine = "ray"                 # "local" (default) or "ray"
+# address = "auto"               # "auto", "HOST:PORT" or "ray://HOST:10001"
+# cpus_per_slot = 4              # cores per chunk on nodes without a GPU
+# [cluster.paths]                # where the nodes see this machine's folders
+# "/srv/finishline" = "/mnt/finishline"
+# [cluster.resources]            # presets that run only on nodes declaring a resource
+# youtube-4k = { nvenc = 1 }
 """
+
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """The ``[cluster]`` table: where chunks run. ``paths`` maps head path prefixes to the
+    nodes' (longest first); ``resources`` maps a preset to the custom resources a node must
+    declare to run its chunks."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str = "auto"
+    cpus_per_slot: int = 4
+    retry_seconds: float = 10.0
+    paths: tuple[tuple[str, str], ...] = ()
+    resources: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+
+    def needs(self, preset: str) -> dict[str, float]:
+        """The custom resources ``preset``'s chunks need (empty: any node)."""
+        return dict(dict(self.resources).get(preset, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +84,7 @@ class DaemonConfig:
     max_attempts: int = 3
     presets: tuple[str, ...] = field(default=())
     log_level: str = "INFO"
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str = "<defaults>"
 
     @property
@@ -97,6 +131,15 @@ KEYS = {
     "max_attempts": int,
     "presets": list,
     "log_level": str,
+    "cluster": dict,
+}
+CLUSTER_KEYS = {
+    "engine": str,
+    "address": str,
+    "cpus_per_slot": int,
+    "retry_seconds": (int, float),
+    "paths": dict,
+    "resources": dict,
 }
 
 
@@ -134,6 +177,8 @@ def parse_config(text: str, *, source: str) -> DaemonConfig:
             changes[key] = data[key]
     if "presets" in data:
         changes["presets"] = tuple(str(p) for p in data["presets"])
+    if "cluster" in data:
+        changes["cluster"] = parse_cluster(data["cluster"], source=source)
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
     if min(cfg.workers, cfg.settle_seconds, cfg.chunk_seconds, cfg.batch_window) < 0 or (
         cfg.max_attempts < 1 or cfg.workers_per_gpu < 1
@@ -145,6 +190,85 @@ def parse_config(text: str, *, source: str) -> DaemonConfig:
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise AppError(f"{source}: log_level must be DEBUG, INFO, WARNING or ERROR.")
     return cfg
+
+
+def parse_cluster(table: dict[str, object], *, source: str) -> ClusterConfig:
+    """The ``[cluster]`` table; every problem is collected and raised at once."""
+    problems = []
+    for key, value in table.items():
+        kind = CLUSTER_KEYS.get(key)
+        if kind is None:
+            problems.append(
+                f"{source}: [cluster] {key} is not a known key; keys are {', '.join(CLUSTER_KEYS)}."
+            )
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            problems.append(f"{source}: [cluster] {key} = {value!r} has the wrong type.")
+    engine = table.get("engine", "local")
+    if engine not in ENGINES:
+        problems.append(
+            f"{source}: [cluster] engine = {engine!r} is not allowed; use 'local' or 'ray'."
+        )
+    address = table.get("address", "auto")
+    if isinstance(address, str) and not address.strip():
+        problems.append(
+            f"{source}: [cluster] address is empty; use 'auto', 'HOST:PORT' or 'ray://HOST:10001'."
+        )
+    cpus = table.get("cpus_per_slot", 4)
+    if isinstance(cpus, int) and cpus < 1:
+        problems.append(f"{source}: [cluster] cpus_per_slot must be 1 or more.")
+    retry = table.get("retry_seconds", 10.0)
+    if isinstance(retry, int | float) and not (math.isfinite(retry) and retry > 0):
+        problems.append(f"{source}: [cluster] retry_seconds must be a number above 0.")
+    paths = _cluster_paths(table.get("paths", {}), source, problems)
+    resources = _cluster_resources(table.get("resources", {}), source, problems)
+    if problems:
+        raise AppError("\n".join(problems))
+    return ClusterConfig(
+        engine=engine,  # type: ignore[arg-type]
+        address=str(address).strip(),
+        cpus_per_slot=int(cpus),  # type: ignore[arg-type]
+        retry_seconds=float(retry),  # type: ignore[arg-type]
+        paths=paths,
+        resources=resources,
+    )
+
+
+def _cluster_paths(table: object, source: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """``[cluster.paths]``: absolute head prefix -> absolute node prefix, longest first."""
+    if not isinstance(table, dict):
+        return ()
+    out = []
+    for head, node in table.items():
+        if not isinstance(node, str) or not head.startswith("/") or not node.startswith("/"):
+            problems.append(
+                f"{source}: [cluster.paths] {head!r} = {node!r}: both sides must be absolute "
+                'paths, e.g. "/srv/finishline" = "/mnt/finishline".'
+            )
+            continue
+        out.append((head.rstrip("/") or "/", node.rstrip("/") or "/"))
+    return tuple(sorted(out, key=lambda p: -len(p[0])))
+
+
+def _cluster_resources(
+    table: object, source: str, problems: list[str]
+) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    """``[cluster.resources]``: preset name -> {resource: amount > 0}."""
+    if not isinstance(table, dict):
+        return ()
+    out = []
+    for preset, needs in table.items():
+        ok = isinstance(needs, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in needs.values()
+        )
+        if not ok or not needs:
+            problems.append(
+                f"{source}: [cluster.resources] {preset} = {needs!r}: give the resources as "
+                "amounts above 0, e.g. youtube-4k = { nvenc = 1 }."
+            )
+            continue
+        out.append((preset, tuple(sorted((str(k), float(v)) for k, v in needs.items()))))
+    return tuple(sorted(out))
 
 
 def load_config(
