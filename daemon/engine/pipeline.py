@@ -468,7 +468,7 @@ class Pipeline(Children):
 
     def _encode(self, job: Prepared, video: Path) -> None:
         chunks = self._chunk_plan(job)
-        if len(chunks) > 1:
+        if len(chunks) > 1 or (self.chunking is not None and self.chunking.always):
             assert self.chunking is not None
             self._encode_chunked(job, video, chunks)
             return
@@ -591,14 +591,42 @@ class Pipeline(Children):
 
         try:
             while not self.should_stop():
-                row = c.store.claim(name, job=c.job)
-                if row is None:
-                    return
-                run_claimed_chunk(c.store, row, run_pipe, max_attempts=c.max_attempts)
-        except Cancelled:
-            return
+                if c.place is None:
+                    row = c.store.claim(name, job=c.job)
+                    if row is None:
+                        return
+                    run_claimed_chunk(c.store, row, run_pipe, max_attempts=c.max_attempts)
+                    continue
+                with c.place(self.should_stop) as slot:  # a free slot elsewhere, then a chunk
+                    row = c.store.claim(f"{name}@{slot.name}", job=c.job)
+                    if row is None:
+                        return
+                    run_claimed_chunk(
+                        c.store,
+                        row,
+                        run_pipe,
+                        max_attempts=c.max_attempts,
+                        run_task=self._stoppable(slot.run),
+                    )
+        except Cancelled as exc:
+            if not self.should_stop():  # not our stop: the executor gave up (cluster gone)
+                errors.append(exc)
         except BaseException as exc:  # reported by the job's loop
             errors.append(exc)
+
+    def _stoppable(self, run: ChunkRunner) -> ChunkRunner:
+        """``run`` whose progress callback raises :class:`Cancelled` once we stop (a runner
+        calls it at least every second and stops its remote chunk when it raises)."""
+
+        def run_task(task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
+            def checked(frame: int, fps: float) -> None:
+                if self.should_stop():
+                    raise Cancelled("cancelled while encoding chunks.")
+                on_progress(frame, fps)
+
+            run(task, checked)
+
+        return run_task
 
     def _mux(self, job: Prepared, video: Path, out: Path) -> None:
         media, plan, src = job.media, job.plan, job.src
@@ -684,12 +712,37 @@ class Chunking:
     worker: str = "local"
     max_attempts: int = 3
     envs: tuple[dict[str, str], ...] = ()  # local worker i's children's environment (its slot)
+    place: Placer | None = None  # chunks run elsewhere (a cluster): waits for a free slot there
+    always: bool = False  # even a short clip is one chunk (run where ``place`` puts it)
+
+
+ChunkRunner = Callable[[ChunkTask, Callable[[int, float], None]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSlot:
+    """A free place to run one chunk: its name (recorded in the chunk's row, e.g.
+    ``ray:10.0.0.5:3f2a9c1d:a0``) and its runner, which runs the whole task there (commands,
+    frame check, rename) and raises on failure."""
+
+    name: str
+    run: ChunkRunner
+
+
+#: an executor: waits (until ``should_stop``) for a free slot and holds it while in use
+Placer = Callable[[Callable[[], bool]], contextlib.AbstractContextManager[ChunkSlot]]
 
 
 def run_claimed_chunk(
-    store: ChunkStore, row: ChunkRow, run_pipe: PipeRunner, *, max_attempts: int
+    store: ChunkStore,
+    row: ChunkRow,
+    run_pipe: PipeRunner,
+    *,
+    max_attempts: int,
+    run_task: ChunkRunner | None = None,
 ) -> None:
-    """Run a claimed chunk and record the outcome (done, or a failed attempt)."""
+    """Run a claimed chunk (with ``run_pipe`` here, or all of it by ``run_task``) and record
+    the outcome (done, or a failed attempt)."""
     last = [0.0]
 
     def on_progress(frame: int, fps: float) -> None:
@@ -699,7 +752,10 @@ def run_claimed_chunk(
             store.progress(row, frame, fps)
 
     try:
-        run_chunk(row.task, run_pipe, on_progress=on_progress)
+        if run_task is not None:
+            run_task(row.task, on_progress)
+        else:
+            run_chunk(row.task, run_pipe, on_progress=on_progress)
     except Cancelled:
         store.release(worker_prefix=row.worker or "")
         raise
