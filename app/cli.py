@@ -211,7 +211,33 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         cfg = replace(cfg, polling=True)
     if args.settle is not None:
         cfg = replace(cfg, settle_seconds=args.settle)
+    cfg = replace(cfg, cluster=_cluster_flags(cfg.cluster, args))
     return Daemon(cfg).run()
+
+
+def _cluster_flags(cluster, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``--engine`` and ``--ray-address`` over the config's ``[cluster]``."""
+    from dataclasses import replace
+
+    if getattr(args, "engine", None):
+        cluster = replace(cluster, engine=args.engine)
+    if getattr(args, "ray_address", None):
+        cluster = replace(cluster, address=args.ray_address)
+    return cluster
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """``cluster status``: the nodes, their resources and use, and the chunks each runs."""
+    from daemon.runtime.cluster import ClusterPool, cluster_status
+
+    cfg = _viewing_config(args)
+    pool = ClusterPool(_cluster_flags(cfg.cluster, args))
+    pool.connect()
+    try:
+        print(cluster_status(pool, cfg.db))
+    finally:
+        pool.close()
+    return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
@@ -388,10 +414,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         _err(problem)
         return 2
     slots = _slots(args)
+    pool = _process_pool(args, preset.name)
     engine = Engine(
         preset,
         work_root=Path(args.work) if args.work else None,
-        threads=args.threads or slots[0].threads,
+        threads=args.threads or (pool.threads() if pool else None) or slots[0].threads,
         env=slots[0].env(),
     )
     sequence = None
@@ -412,18 +439,20 @@ def cmd_process(args: argparse.Namespace) -> int:
         for name, why in s.not_applied().items():
             print(f"  {name}: {why}", file=sys.stderr)
     chunk_store = None
-    if args.chunk_seconds > 0:
+    if args.chunk_seconds > 0 or pool is not None:
         from daemon.engine.chunks import ChunkStore
 
         chunk_store = ChunkStore(engine.work_root / "chunks.db")
         chunk_store.release_dead()  # an earlier process killed mid-chunk
     try:
         finished, failed = _finish_all(
-            args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots
+            args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots, pool
         )
     finally:
         if chunk_store is not None:
             chunk_store.close()
+        if pool is not None:
+            pool.close()
     if failed is None:
         return 130
     if sequence is None:
@@ -459,12 +488,48 @@ def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return plan_slots(workers=args.workers, gpus=count_gpus(), cores=os.cpu_count() or 1)
 
 
-def _chunking(args: argparse.Namespace, store, engine, src: Path, slots):  # type: ignore[no-untyped-def]
+def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-untyped-def]
+    """``--engine ray``: the cluster's chunk slots (connected now: an unreachable cluster is
+    one error before any work)."""
+    if args.engine != "ray":
+        return None
+    from daemon.runtime.cluster import ClusterPool
+    from daemon.runtime.config import parse_cluster
+    from vs_scripts.plan.errors import AppError
+
+    table: dict[str, object] = {"engine": "ray", "address": args.ray_address or "auto"}
+    try:
+        table["paths"] = dict(p.split("=", 1) for p in args.ray_path or ())
+        needs = {k: float(v) for k, v in (r.split("=", 1) for r in args.ray_resource or ())}
+    except ValueError:
+        raise AppError(
+            "--ray-path takes HEAD=NODE (e.g. /srv/media=/mnt/media) and --ray-resource "
+            "NAME=AMOUNT (e.g. nvenc=1)."
+        ) from None
+    if needs:
+        table["resources"] = {preset: needs}
+    pool = ClusterPool(parse_cluster(table, source="the command line"))
+    pool.connect()
+    return pool
+
+
+def _chunking(args: argparse.Namespace, store, engine, src: Path, slots, pool=None):  # type: ignore[no-untyped-def]
     from daemon.engine.chunks import worker_name
     from daemon.engine.pipeline import Chunking
 
     if store is None:
         return None
+    if pool is not None:
+        needs = pool.cfg.needs(engine.preset.name)
+        return Chunking(
+            store=store,
+            job=str(engine.work_dir(src)),
+            seconds=args.chunk_seconds,
+            workers=max(1, pool.slots(needs)),
+            worker=worker_name("process"),
+            place=pool.placer(needs, preset=engine.preset.name),
+            always=True,
+        )
     return Chunking(
         store=store,
         job=str(engine.work_dir(src)),
@@ -476,7 +541,7 @@ def _chunking(args: argparse.Namespace, store, engine, src: Path, slots):  # typ
 
 
 def _finish_all(
-    args, engine, targets, assessment, store=None, slots=()
+    args, engine, targets, assessment, store=None, slots=(), pool=None
 ) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
     """Run each clip through the engine, drawing progress; returns the finished outputs by
     source name and the number that failed (``None`` when interrupted)."""
@@ -493,7 +558,7 @@ def _finish_all(
                     plan=assessment.plans.get(str(src)),
                     progress=ui.callback(src.name),
                     overwrite=args.overwrite,
-                    chunking=_chunking(args, store, engine, src, slots),
+                    chunking=_chunking(args, store, engine, src, slots, pool),
                 )
             except KeyboardInterrupt:
                 engine.cancel()
@@ -666,6 +731,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="assembly manifest: order = [names], crossfade_frames = N",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    _engine_flags(p)
+    p.add_argument(
+        "--ray-path", action="append", metavar="HEAD=NODE",
+        help="with --engine ray: where the nodes see a folder of this machine (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ray-resource", action="append", metavar="NAME=AMOUNT",
+        help="with --engine ray: run chunks only on nodes declaring this resource",
+    )  # fmt: skip
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("render", help="print the VapourSynth script `process` would run")
@@ -683,7 +757,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="parallel jobs")
     p.add_argument("--polling", action="store_true", help="poll instead of inotify (NFS/SMB)")
     p.add_argument("--settle", type=float, help="seconds a file must stay unchanged")
+    _engine_flags(p, default=None)
     p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("cluster", help="the Ray cluster: nodes, resources and the chunks on each")
+    p.add_argument("action", choices=("status",))
+    p.add_argument("--config")
+    p.add_argument("--root")
+    p.add_argument("--ray-address", metavar="ADDR", help="default: the config's [cluster] address")
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("queue", help="see and control the daemon's queue")
     p.add_argument(
@@ -725,6 +807,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*")
     p.set_defaults(func=cmd_presets)
     return parser
+
+
+def _engine_flags(p: argparse.ArgumentParser, default: str | None = "local") -> None:
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default=default,
+        help="where chunks run: this machine, or a Ray cluster (pip install 'finishline[ray]')"
+        + ("" if default else "; default: the config's [cluster] engine"),
+    )  # fmt: skip
+    p.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="the Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: auto)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

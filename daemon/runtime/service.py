@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon.core.files import move_safely
 from daemon.engine.presets import list_presets, load_preset_file
-from daemon.engine.slots import count_gpus, plan_slots
+from daemon.engine.slots import Slot, count_gpus, plan_slots
 from daemon.runtime import running
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.housekeeping import clean_leftovers, file_given_up, release_chunks
@@ -22,6 +23,9 @@ from daemon.runtime.logs import setup_logging
 from daemon.runtime.queue import Job, Queue
 from daemon.runtime.watcher import make_observer
 from daemon.runtime.worker import Worker
+
+if TYPE_CHECKING:
+    from daemon.runtime.cluster import ClusterPool
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +241,9 @@ class Daemon:
             workers_per_gpu=self.cfg.workers_per_gpu,
             cores=os.cpu_count() or 1,
         )
+        cluster = self._cluster(queue)
+        if cluster is not None:
+            slots = self._head_slots()
         n_workers = len(slots)
         log.info(
             "finishline daemon: root %s, %d worker(s), presets %s, log %s%s",
@@ -246,6 +253,8 @@ class Daemon:
             log_path,
             " (polling)" if self.cfg.polling else "",
         )
+        if cluster is not None:
+            log.info("chunks run on the Ray cluster at %s", self.cfg.cluster.address)
         intake = Intake(
             queue,
             self.cfg.hot,
@@ -263,7 +272,7 @@ class Daemon:
                 log.info("start-up scan: %d file(s) already in the hot folders", found)
             for i, slot in enumerate(slots):
                 name = f"{socket.gethostname()}:{os.getpid()}:w{i}"
-                w = Worker(name, self.cfg, queue, self.stop, slot)
+                w = Worker(name, self.cfg, queue, self.stop, slot, cluster=cluster)
                 log.info("worker w%d on %s", i, slot.device)
                 t = threading.Thread(target=w.run_forever, name=f"worker-{i}", daemon=True)
                 self.workers.append(w)
@@ -276,9 +285,32 @@ class Daemon:
             observer.join(timeout=5)
             for t in self.threads:
                 t.join(timeout=60)
+            if cluster is not None:
+                self._safely("closing the cluster connection", cluster.close)
             queue.close()
             log.info("finishline daemon stopped")
         return 0
+
+    def _cluster(self, queue: Queue) -> ClusterPool | None:
+        """With ``[cluster] engine = "ray"``: the pool of chunk slots on the cluster, kept
+        connected by a thread (an unreachable cluster is one error in the log; jobs wait)."""
+        if self.cfg.cluster.engine != "ray":
+            return None
+        from daemon.runtime.cluster import ClusterPool
+
+        pool = ClusterPool(
+            self.cfg.cluster,
+            workers_per_gpu=self.cfg.workers_per_gpu,
+            on_slot=lambda name, device: queue.set_worker_device(None, name, device),
+        )
+        t = threading.Thread(target=pool.watch, args=(self.stop,), name="cluster", daemon=True)
+        t.start()
+        return pool
+
+    def _head_slots(self) -> list[Slot]:
+        """With a cluster, this machine only assesses, checks scripts, muxes and verifies:
+        ``workers`` jobs at once (0: two), sharing its cores, no GPU."""
+        return plan_slots(workers=self.cfg.workers or 2, gpus=0, cores=os.cpu_count() or 1)
 
     def _loop(self, intake: Intake, queue: Queue) -> None:
         """The main thread: never waits on a file, beats every 0.25 s."""

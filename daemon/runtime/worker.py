@@ -10,6 +10,7 @@ A restart after 2 or 3 finds the verified output at the recorded path and only f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -34,6 +35,7 @@ from daemon.engine.pipeline import (
 )
 from daemon.engine.presets import find_preset
 from daemon.engine.slots import Slot, plan_slots
+from daemon.runtime.cluster import ClusterPool, ClusterUnavailable
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.logs import JobAdapter
 from daemon.runtime.queue import Job, Queue
@@ -45,7 +47,9 @@ log = logging.getLogger(__name__)
 
 class Worker:
     """Claims jobs, and between jobs takes chunks of other workers' long jobs. Its children
-    run in its device slot (a GPU, or a share of the cores)."""
+    run in its device slot (a GPU, or a share of the cores). With a ``cluster``, chunks run
+    on the cluster's nodes instead (every job, however short, is at least one chunk there)
+    and no job is claimed while the cluster cannot be reached."""
 
     def __init__(
         self,
@@ -54,8 +58,10 @@ class Worker:
         queue: Queue,
         stop: threading.Event,
         slot: Slot | None = None,
+        cluster: ClusterPool | None = None,
     ) -> None:
         self.name = name
+        self.cluster = cluster
         self.cfg = cfg
         self.queue = queue
         self.stop = stop
@@ -73,8 +79,9 @@ class Worker:
 
     def help_with_chunks(self) -> bool:
         """Take one queued chunk of another worker's job and run it; False when there is
-        none. The chunk is self-contained (its commands, its file, its frame count)."""
-        if self.queue.paused:
+        none. The chunk is self-contained (its commands, its file, its frame count). With a
+        cluster the job's own threads already fill every slot there: nothing to help with."""
+        if self.queue.paused or self.cluster is not None:
             return False
         row = self.chunks.claim(self.name)
         if row is None:
@@ -90,6 +97,9 @@ class Worker:
 
     def run_forever(self, idle: float = 0.5) -> None:
         while not self.stop.is_set():
+            if self.cluster is not None and not self.cluster.ready():
+                self.stop.wait(idle)  # jobs stay queued until the cluster answers
+                continue
             try:
                 job = self.queue.claim_next(self.name)
             except sqlite3.Error as exc:  # a full disk or a locked database: wait, go on
@@ -215,6 +225,9 @@ class Worker:
             note = str(exc)
             jlog.warning("%s; job %d goes back to the queue", note, job.id)
             self._hold(lambda: self._put_back(job, note=note))
+        except ClusterUnavailable as exc:
+            jlog.warning("%s Job %d goes back to the queue.", exc, job.id)
+            self._put_back(job, note=str(exc))
         except Cancelled:
             if self.queue.cancel_requested(job.id):
                 self._fail(job, src, rel, "cancelled by the user", None, JobState.CANCELLED)
@@ -243,7 +256,7 @@ class Worker:
         engine = Engine(
             preset,
             work_root=self.cfg.work,
-            threads=self.slot.threads,
+            threads=self.cluster.threads() if self.cluster else self.slot.threads,
             env=self.slot.env(),
             should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
         )
@@ -260,6 +273,8 @@ class Worker:
             max_attempts=self.cfg.max_attempts,
             envs=(self.slot.env(),),
         )
+        if self.cluster is not None:
+            chunking = self._on_cluster(chunking, job.preset)
         result = engine.finish(
             src,
             output,
@@ -274,6 +289,18 @@ class Worker:
             result.plan.frame_count,
             time.monotonic() - t0,
             " replacing the earlier output" if job.replace_output else "",
+        )
+
+    def _on_cluster(self, chunking: Chunking, preset: str) -> Chunking:
+        """The job's chunks placed on the cluster: as many at once as it has slots for the
+        preset (``[cluster.resources]``)."""
+        assert self.cluster is not None
+        needs = self.cfg.cluster.needs(preset)
+        return dataclasses.replace(
+            chunking,
+            workers=max(1, self.cluster.slots(needs)),
+            place=self.cluster.placer(needs, preset=preset),
+            always=True,
         )
 
     def _deliver(self, job: Job, src: Path, rel: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
