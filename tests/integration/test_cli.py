@@ -100,3 +100,35 @@ def test_queue_finds_the_running_daemon_and_edges_are_one_sentence(
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
     assert sys.executable  # the venv's python ran the daemon
+
+
+def test_hdr_is_refused_or_tone_mapped_never_mislabelled(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from tests.conftest import ffmpeg
+    from tests.helpers import streams
+
+    hdr = tmp_path / "hdr.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=12:duration=0.5",
+        "-c:v", "libx265", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p10le",
+        "-color_trc", "smpte2084", "-color_primaries", "bt2020", "-colorspace", "bt2020nc",
+        str(hdr),
+    )  # fmt: skip
+    refused = finishline(
+        "process", str(hdr), "--preset", "small-x265", "-o", str(tmp_path / "a.mp4"), env=env
+    )
+    assert refused.returncode == 1 and "is HDR (PQ" in refused.stderr
+    assert 'hdr = "tonemap"' in refused.stderr and not (tmp_path / "a.mp4").exists()
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    text = (DATA / "presets_ok" / "small-x265.toml").read_text()
+    (presets / "small-hdr.toml").write_text(text + '\n[colour]\nhdr = "tonemap"\n')
+    env = {**env, "FINISHLINE_PRESETS": str(presets)}
+    out = tmp_path / "b.mp4"
+    done = finishline("-v", "process", str(hdr), "--preset", "small-hdr", "-o", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    v = streams(out)["video"]
+    assert (v["color_transfer"], v["color_primaries"]) == ("bt709", "bt709")
+    script = next((tmp_path / "cache").rglob("hdr-small-hdr-*/script.vpy")).read_text()
+    assert "tone-mapped to SDR" in script and "fl.tonemap_to_sdr" in script

@@ -61,6 +61,7 @@ CONTAINERS = ("mp4", "mov", "mkv")
 PIXEL_FORMATS = ("yuv420p", "yuv420p10", "yuv422p10", "yuv444p10")
 MATRICES = ("bt709", "bt601", "bt2020nc")
 TRANSFERS = ("bt709", "bt601", "srgb", "bt2020-10")
+HDR_POLICIES = ("refuse", "tonemap")
 PRIMARIES = ("bt709", "bt601-625", "bt601-525", "bt2020")
 RANGES = ("limited", "full")
 FITS = ("pad", "crop", "stretch", "blur", "saliency")
@@ -123,6 +124,16 @@ SCHEMA: tuple[Key, ...] = (
         True,
         "Keep the source's tone and colour at low frequencies; take only the network's detail.",
     ),
+    Key(
+        "upscale",
+        "detail",
+        "float",
+        1.0,
+        "How much of the network's invented detail to keep: 0 = a faithful resize (no invented "
+        "texture), 1 = the full network detail.",
+        lo=0.0,
+        hi=1.0,
+    ),
     Key("ai", "backend", "str", "auto", "Where the networks run.", choices=BACKENDS),
     Key(
         "ai",
@@ -151,6 +162,15 @@ SCHEMA: tuple[Key, ...] = (
         "bool",
         True,
         "Remove frame-to-frame exposure flicker (never across a scene cut).",
+    ),
+    Key(
+        "colour",
+        "hdr",
+        "str",
+        "refuse",
+        "An HDR source (PQ or HLG) for an SDR preset: refuse it with a clear error, or "
+        "tonemap it to SDR BT.709 (noted in the script and the log).",
+        choices=HDR_POLICIES,
     ),
     Key("frame", "width", "int", 0, "Output width in pixels (0 = source).", lo=0, hi=8192),
     Key("frame", "height", "int", 0, "Output height in pixels (0 = source).", lo=0, hi=8192),
@@ -340,6 +360,7 @@ class ColourSection:
     match: bool = True
     strength: float = 1.0
     stabilise: bool = True
+    hdr: str = "refuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +386,7 @@ class UpscaleSection:
     scale: int = 4
     tile: int = 0
     keep_tone: bool = True
+    detail: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

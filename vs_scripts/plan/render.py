@@ -12,6 +12,7 @@ from fractions import Fraction
 
 from vs_scripts import __version__
 from vs_scripts.plan.cadence import output_count
+from vs_scripts.plan.errors import ScriptError
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset, natural_fps
 
@@ -28,7 +29,11 @@ TRANSFER_CODES = {
     "bt2020-10": 14,
     "bt2020_10": 14,
     "bt2020-12": 15,
+    "smpte2084": 16,  # PQ (HDR10)
+    "arib-std-b67": 18,  # HLG
 }
+#: transfers that carry high dynamic range: an SDR preset refuses or tone-maps them
+HDR_TRANSFERS = {16: "PQ (SMPTE ST 2084)", 18: "HLG (ARIB STD-B67)"}
 PRIMARIES_CODES = {
     "bt709": 1,
     "bt601-625": 5,
@@ -189,6 +194,15 @@ def plan_script(preset: Preset, media: MediaInfo) -> ScriptPlan:
         )
     if media.vfr:
         notes.append(f"source is variable frame rate; converted to constant {_fps_text(fps)} fps")
+    hdr = HDR_TRANSFERS.get(src_colour.transfer)
+    if hdr:
+        if preset.colour.hdr != "tonemap":
+            raise ScriptError(
+                f"{media.path.rsplit('/', 1)[-1]} is HDR ({hdr}) and preset {preset.name} "
+                'delivers SDR BT.709; set [colour] hdr = "tonemap" in the preset to tone-map '
+                "it, or use an HDR master workflow."
+            )
+        notes.append(f"source is HDR ({hdr}); tone-mapped to SDR BT.709 (1000-nit peak assumed)")
     vs_format = VS_FORMATS[v.pixel_format]
     return ScriptPlan(
         width=width,
@@ -298,7 +312,9 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
     )
     upscale = (
         f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
-        f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, {ai}"
+        f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, "
+        + (f"detail={_num(preset.upscale.detail)}, " if preset.upscale.detail < 1 else "")
+        + f"{ai}"
         + (", tensorrt=True, engine_cache=engine_cache)" if preset.ai.tensorrt else ")")
     )
     stages = []
@@ -346,6 +362,11 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
         f"frames={int(media.frame_count)}, cache=cache)",
         f"clip = fl.tag_colour(clip, matrix={sc.matrix}, transfer={sc.transfer}, "
         f"primaries={sc.primaries}, color_range={sc.range})",
+        *(
+            ["clip = fl.tonemap_to_sdr(clip)  # HDR source, SDR delivery ([colour] hdr)"]
+            if sc.transfer in HDR_TRANSFERS
+            else []
+        ),
     ]
     if tuning.deblock is not None or tuning.denoise_strength is not None:
         lines.append("# Strengths below come from this clip's assessment ([restore] auto = true).")

@@ -16,6 +16,16 @@ import vapoursynth as vs
 core = vs.core
 
 
+def _thread_budget() -> int:
+    """The worker's thread budget (``FINISHLINE_THREADS``, set by its device slot), or 0."""
+    value = os.environ.get("FINISHLINE_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
+if _thread_budget():  # a worker's share of the cores: VapourSynth, torch and OpenVINO keep to it
+    core.num_threads = _thread_budget()
+
+
 class Fit(enum.Enum):
     PAD = "pad"  # letterbox / pillarbox in black
     CROP = "crop"  # cover the frame, crop at ``focus`` (centre by default)
@@ -113,10 +123,42 @@ def range_name(color_range: int) -> str:
 def tag_colour(
     clip: vs.VideoNode, *, matrix: int, transfer: int, primaries: int, color_range: int
 ) -> vs.VideoNode:
-    """Set the source's colour description (from the probe, with defaults for untagged clips)."""
+    """Set the source's colour description (from the probe, with defaults for untagged clips).
+    RGB sources (PNG/QuickTime Animation video, GIF) carry no YUV matrix: theirs is RGB (0),
+    and they are full range."""
+    if clip.format.color_family == vs.RGB:
+        matrix, color_range = 0, 0
     return core.std.SetFrameProps(
         clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
     )
+
+
+def tonemap_to_sdr(clip: vs.VideoNode, *, peak_nits: float = 1000.0) -> vs.VideoNode:
+    """An HDR clip (PQ or HLG, BT.2020) as SDR BT.709 for the rest of the chain: to linear
+    light in nits, BT.2020 -> BT.709 primaries, Reinhard on luminance with ``peak_nits`` mapped
+    to white (colours keep their ratios), back to BT.709 gamma, YUV 4:4:4 16-bit limited."""
+    props = clip.get_frame(0).props
+    transfer = int(props.get("_Transfer", 16))  # type: ignore[call-overload]
+    if transfer not in (16, 18):
+        raise vs.Error("tonemap_to_sdr: the clip is not tagged PQ (16) or HLG (18)")
+    # 1.0 = 100 nits in zimg's linear output for PQ (nominal_luminance)
+    lin = core.resize.Bicubic(
+        clip, format=vs.RGBS, transfer_in=transfer, transfer=8, primaries=1,
+        matrix_in=int(props.get("_Matrix", 9)),  # type: ignore[call-overload]
+        nominal_luminance=100,
+    )  # fmt: skip
+    white = peak_nits / 100.0
+    r, g, b = (core.std.ShufflePlanes(lin, i, vs.GRAY) for i in range(3))
+    lum = core.std.Expr([r, g, b], "x 0.2126 * y 0.7152 * + z 0.0722 * + 0 max")
+    # v * Lout / L with Lout = L (1 + L / W^2) / (1 + L): Reinhard, extended to reach 1 at W
+    curve = f"x y 1 y {white * white} / + * 1 y + / * y 1e-6 max / 0 max 1 min"
+    planes = [core.std.Expr([plane, lum], curve) for plane in (r, g, b)]
+    sdr = core.std.ShufflePlanes(planes, [0, 0, 0], vs.RGB)
+    out = core.resize.Spline36(
+        sdr, format=vs.YUV444P16, transfer_in=8, transfer=1, primaries_in=1, primaries=1,
+        matrix=1, range_s="limited",
+    )  # fmt: skip
+    return core.std.SetFrameProps(out, _Matrix=1, _Transfer=1, _Primaries=1, **range_props(1))
 
 
 def deblock(clip: vs.VideoNode, *, strength: float = 0.5) -> vs.VideoNode:
@@ -468,6 +510,7 @@ def upscale_esrgan(
     backend: Backend = Backend.AUTO,
     precision: Precision = Precision.AUTO,
     keep_tone: bool = True,
+    detail: float = 1.0,
     tensorrt: bool = False,
     engine_cache: str = "",
 ) -> vs.VideoNode:
@@ -486,6 +529,8 @@ def upscale_esrgan(
         raise vs.Error("upscale_esrgan: scale must be 2, 3 or 4")
     if tile and tile < 32:
         raise vs.Error("upscale_esrgan: tile must be 0 (off) or at least 32")
+    if not 0.0 <= detail <= 1.0:
+        raise vs.Error("upscale_esrgan: detail must be between 0 and 1")
     clip = to_rgb(clip)
     kind, net_scale = _esrgan_arch(model)
     onnx = model.rsplit(".", 1)[0] + ".onnx"
@@ -524,7 +569,10 @@ def upscale_esrgan(
             onnx,
             device="CPU",
             fp16=False,
-            config=lambda: {"INFERENCE_PRECISION_HINT": hint},
+            config=lambda: (
+                {"INFERENCE_PRECISION_HINT": hint}
+                | ({"INFERENCE_NUM_THREADS": _thread_budget()} if _thread_budget() else {})
+            ),
             **kwargs,
         )
         up = core.std.CopyFrameProps(core.std.Expr(up, "x 0 max 1 min"), clip)  # as torch clamps
@@ -539,6 +587,9 @@ def upscale_esrgan(
         )
     if keep_tone:
         up = _transfer_low_frequencies(up, clip)
+    if detail < 1.0:  # fidelity <-> detail: blend towards a plain resize of the source
+        base = core.resize.Spline36(clip, up.width, up.height, format=up.format.id)
+        up = base if detail <= 0 else core.std.Merge(base, up, weight=detail)
     return up
 
 

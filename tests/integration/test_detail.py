@@ -1,0 +1,67 @@
+"""The fidelity <-> detail control of the upscaler: 0 is a plain resize (nothing invented),
+1 the network's full detail, in between a blend; the preset key reaches the script."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import vapoursynth as vs
+
+from daemon.engine import models
+from tests.helpers import psnr
+from vs_scripts.plan.media import MediaInfo
+from vs_scripts.plan.preset import load_preset
+from vs_scripts.plan.render import render_script
+from vs_scripts.runtime import filters as fl
+
+core = vs.core
+
+
+def frame(clip: vs.VideoNode) -> np.ndarray:
+    f = clip.get_frame(0)
+    return np.stack([np.asarray(f[p]) for p in range(3)])
+
+
+def textured(width: int = 48, height: int = 32) -> vs.VideoNode:
+    rng = np.random.default_rng(3)
+    pic = rng.random((3, height, width), dtype=np.float32)
+    clip = core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=1)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        out = f.copy()
+        for p in range(3):
+            np.asarray(out[p])[:] = pic[p]
+        return out
+
+    return core.std.ModifyFrame(clip, clip, fill)
+
+
+def test_detail_zero_is_a_plain_resize_and_one_the_network(models_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FINISHLINE_MODELS", str(models_dir))
+    src = textured()
+    model = str(models.model_path("realesr-animevideov3"))
+    kw = {"model": model, "scale": 2, "backend": fl.Backend.CPU, "precision": fl.Precision.FP32}
+    full = frame(fl.upscale_esrgan(src, **kw))
+    none = frame(fl.upscale_esrgan(src, detail=0.0, **kw))
+    half = frame(fl.upscale_esrgan(src, detail=0.5, **kw))
+    plain = frame(core.resize.Spline36(src, 96, 64))
+    assert psnr(none, plain, peak=1.0) > 60  # nothing invented
+    assert psnr(full, plain, peak=1.0) < 40  # the network's own detail
+    np.testing.assert_allclose(half, (none + full) / 2, atol=1e-4)
+
+
+def test_the_preset_key_reaches_the_script() -> None:
+    text = '[upscale]\nmodel = "realesr-animevideov3"\nscale = 2\ndetail = 0.3\n'
+    preset = load_preset(text, source="t.toml", name="t")
+    media = MediaInfo(
+        "/c.mp4", "mp4", 320, 180, Fraction(24), False, 24, 1.0, "h264", "yuv420p", 8,
+        "bt709", "bt709", "bt709", "tv", 0, 0.0, (),
+    )  # fmt: skip
+    script = render_script(preset, media)
+    assert "detail=0.3" in script
+    plain = render_script(
+        load_preset(text.replace("detail = 0.3\n", ""), source="t", name="t"), media
+    )
+    assert "detail=" not in plain
