@@ -805,9 +805,13 @@ class ClusterPool:
     def _lost(self, member: _Member, task: ChunkTask, exc: BaseException) -> None:
         """The actor (its node) died mid-chunk: its partial output is discarded and the
         chunk goes back to the queue, to run on another node."""
+        import ray
+
         with self._cond:
             member.dead = True
             self._reconciled = 0.0  # look at the nodes again before the next placement
+        with contextlib.suppress(Exception):  # merely unreachable: free its share for a new one
+            ray.kill(member.handle)
         with contextlib.suppress(OSError):
             Path(task.partial).unlink()
         raise ClusterError(
