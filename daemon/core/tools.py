@@ -59,3 +59,16 @@ def run_capture(
 
 def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.replace("\r", "\n").strip().splitlines()[-lines:])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,13 +19,14 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from daemon.core.errors import AppError, EncodeError
-from daemon.core.tools import find_tool, media_arg, run_capture, tail
+from daemon.core.sqlite import immediate
+from daemon.core.tools import find_tool, media_arg, pid_alive, run_capture, tail
 
 CHUNKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -133,16 +134,8 @@ class ChunkStore:
         with self._lock:
             self._db.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     # -- the plan ---------------------------------------------------------------------------
 
@@ -238,7 +231,7 @@ class ChunkStore:
         for name in names:
             parts = name.split(":")
             mine = len(parts) >= 2 and parts[0] == host and parts[1].isdigit()
-            if mine and not _alive(int(parts[1])):
+            if mine and not pid_alive(int(parts[1])):
                 prefix = f"{parts[0]}:{parts[1]}:"
                 released += self.release(worker_prefix=prefix, count_attempt=True)
         return released
@@ -247,16 +240,6 @@ class ChunkStore:
 def worker_name(role: str) -> str:
     """``HOST:PID:ROLE``: a chunk's holder, recognisable when its process is gone."""
     return f"{socket.gethostname()}:{os.getpid()}:{role}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def chunk_row(r: sqlite3.Row) -> ChunkRow:

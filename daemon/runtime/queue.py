@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from daemon.core.errors import AppError
+from daemon.core.sqlite import immediate
 from daemon.runtime.reader import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -33,31 +34,31 @@ __all__ = ["Batch", "Job", "Queue", "QueueReader", "QueueUnavailable"]
 def _migrate(db: sqlite3.Connection) -> None:
     """Create the tables, or bring an older queue up to :data:`SCHEMA_VERSION` (in one
     transaction; only the daemon does this)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db, threading.RLock()):
         for statement in SCHEMA.split(";"):  # CREATE ... IF NOT EXISTS: idempotent
             if statement.strip():
                 db.execute(statement)
-        cols = {r[1] for r in db.execute("PRAGMA table_info(batches)")}
-        for col, decl in (
-            ("assembly_state", "TEXT NOT NULL DEFAULT ''"),
-            ("assembly_output", "TEXT"),
-            ("assembly_error", "TEXT"),
-        ):
-            if col not in cols:  # a queue.db from before sequence assembly
-                db.execute(f"ALTER TABLE batches ADD COLUMN {col} {decl}")
-        cols = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
-        for col, decl in (
-            ("replace_output", "INTEGER NOT NULL DEFAULT 0"),
-            ("note", "TEXT"),
-        ):
-            if col not in cols:  # a queue.db from before re-runs and notes (schema 3)
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
+        _add_columns(db, "batches", MIGRATIONS["batches"])  # from before sequence assembly
+        _add_columns(db, "jobs", MIGRATIONS["jobs"])  # from before re-runs and notes (3)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+
+
+#: columns later versions added, per table, for a queue.db made by an earlier one
+MIGRATIONS = {
+    "batches": (
+        ("assembly_state", "TEXT NOT NULL DEFAULT ''"),
+        ("assembly_output", "TEXT"),
+        ("assembly_error", "TEXT"),
+    ),
+    "jobs": (("replace_output", "INTEGER NOT NULL DEFAULT 0"), ("note", "TEXT")),
+}
+
+
+def _add_columns(db: sqlite3.Connection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    for col, decl in columns:
+        if col not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
 
 
 class Queue(QueueReader):
@@ -93,17 +94,9 @@ class Queue(QueueReader):
             raise QueueUnavailable(f"{self.path}: cannot open the queue ({exc}).") from None
         return db
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front so read-then-write cannot race."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return immediate(self._db, self._lock)
 
     # -- adding -----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from daemon.core.errors import AppError
 from daemon.core.places import xdg_dir
+from daemon.core.tools import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,6 @@ def runtime_dirs() -> list[Path]:
     return dirs
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lock_held(root: Path) -> bool:
     """Whether some process holds ``root``'s lock (a shared probe, dropped at once)."""
     try:
@@ -112,7 +101,7 @@ def running_daemons() -> list[RunningDaemon]:
                 continue
             if record is None or record.host != host:
                 continue
-            if not _pid_alive(record.pid):
+            if not pid_alive(record.pid):
                 with contextlib.suppress(OSError):
                     path.unlink()
                 continue

@@ -113,6 +113,9 @@ def test_recover_requeues_with_attempts_and_gives_up(tmp_path: Path) -> None:
 def test_control_interface(tmp_path: Path) -> None:
     q = Queue(tmp_path / "q.db")
     a, b = add(q, 2)
+    for job_id in (a, b):  # retry needs the source to still exist
+        (tmp_path / f"{job_id}.mp4").write_bytes(b"x")
+        q.set_src(job_id, tmp_path / f"{job_id}.mp4")
     q.pause()
     assert q.paused and q.claim_next("w") is None
     q.pause(False)
@@ -126,6 +129,10 @@ def test_control_interface(tmp_path: Path) -> None:
     with pytest.raises(TransitionError):
         q.retry(a)
     assert q.counts() == {"queued": 2}
+    q.transition(q.claim_next("w").id, JobState.RUNNING, JobState.FAILED, error="boom")
+    (tmp_path / f"{a}.mp4").unlink()
+    with pytest.raises(TransitionError, match="its source .* is gone"):
+        q.retry(a)
 
 
 def test_duplicate_lookup(tmp_path: Path) -> None:
