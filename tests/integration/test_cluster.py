@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core.errors import EncodeError
 from daemon.engine.chunks import ChunkRow, ChunkStore
 from daemon.engine.commands import vspipe_command
 from daemon.engine.finish import Engine
@@ -299,6 +300,26 @@ def test_a_node_lost_mid_chunk_is_retried_on_another(
     assert int(streams(tmp_path / "o.mp4")["video"]["nb_read_packets"]) == 72
     assert not leftovers(tmp_path / "work") and not list(tmp_path.glob(".*partial*"))
     assert doomed not in {n["NodeID"][:8] for n in ray.nodes() if n["Alive"]}
+
+
+def test_a_failing_script_brings_its_error_and_node_home(pools, tmp_path: Path) -> None:
+    """The node's stderr tail (here the script's traceback) and the node's name reach the
+    EncodeError the job's log and error report are made from."""
+    script = tmp_path / "bad.vpy"
+    script.write_text("import vapoursynth as vs\nraise ValueError('boom from the script')\n")
+    partial, output = tmp_path / "00000.partial.mkv", tmp_path / "00000.mkv"
+    task = ChunkTask(
+        0, 0, 12, vspipe_command("vspipe", str(script), src=str(script), cache=str(tmp_path)),
+        ["ffmpeg", "-v", "error", "-f", "yuv4mpegpipe", "-i", "-", "-c:v", "ffv1", str(partial)],
+        str(partial), str(output),
+    )  # fmt: skip
+    pool = pools()
+    with pytest.raises(EncodeError) as info, pool.placer()(lambda: False) as slot:
+        slot.run(task, lambda frame, fps: None)
+    report = info.value.report()
+    assert "ValueError: boom from the script" in report, report
+    assert f"on {slot.name}" in str(info.value) and slot.name.startswith("ray:127.0.0.1:")
+    assert not partial.exists() and not output.exists()
 
 
 def test_process_engine_ray_prints_only_the_output(
