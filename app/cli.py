@@ -479,13 +479,13 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """``--workers N`` device slots: one per GPU (or N on the CPU, sharing the cores)."""
-    from daemon.engine.slots import count_gpus, plan_slots
+    from daemon.engine.slots import count_gpus, plan_slots, usable_cores
 
     if args.workers < 1:
         from vs_scripts.plan.errors import AppError
 
         raise AppError("--workers must be 1 or more.")
-    return plan_slots(workers=args.workers, gpus=count_gpus(), cores=os.cpu_count() or 1)
+    return plan_slots(workers=args.workers, gpus=count_gpus(), cores=usable_cores())
 
 
 def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-untyped-def]
@@ -577,6 +577,8 @@ def _finish_all(
             finished[src.name] = result.output
             timing = ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in result.timings)
             print(f"{result.output}", flush=True)
+            for note in result.plan.notes:
+                print(f"  note: {note}", file=sys.stderr)
             print(
                 f"  {result.plan.width}x{result.plan.height} {result.plan.fps} fps, "
                 f"{result.plan.frame_count} frames; {timing}; script: {result.script}",

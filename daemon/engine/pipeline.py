@@ -572,7 +572,7 @@ class Pipeline(Children):
             if all(r.state == "done" for r in rows) and not any(th.is_alive() for th in threads):
                 break
             time.sleep(0.5)
-        join_chunks([Path(t.output) for t in tasks], video, expected=total)
+        join_chunks([(Path(t.output), t.frames) for t in tasks], video, fps=job.plan.fps)
         for t in tasks:
             with contextlib.suppress(FileNotFoundError):
                 Path(t.output).unlink()

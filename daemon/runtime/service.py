@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from daemon.core.files import move_safely
 from daemon.engine.presets import list_presets, load_preset_file
-from daemon.engine.slots import Slot, count_gpus, plan_slots
+from daemon.engine.slots import Slot, count_gpus, plan_slots, usable_cores
 from daemon.runtime import running
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.housekeeping import clean_leftovers, file_given_up, release_chunks
@@ -239,7 +239,7 @@ class Daemon:
             workers=self.cfg.workers,
             gpus=count_gpus(),
             workers_per_gpu=self.cfg.workers_per_gpu,
-            cores=os.cpu_count() or 1,
+            cores=usable_cores(),
         )
         cluster = self._cluster(queue)
         if cluster is not None:

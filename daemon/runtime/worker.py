@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shlex
 import sqlite3
 import threading
@@ -34,7 +33,7 @@ from daemon.engine.pipeline import (
     run_claimed_chunk,
 )
 from daemon.engine.presets import find_preset
-from daemon.engine.slots import Slot, plan_slots
+from daemon.engine.slots import Slot, plan_slots, usable_cores
 from daemon.runtime.cluster import ClusterPool, ClusterUnavailable
 from daemon.runtime.config import DaemonConfig
 from daemon.runtime.logs import JobAdapter
@@ -65,7 +64,7 @@ class Worker:
         self.cfg = cfg
         self.queue = queue
         self.stop = stop
-        self.slot = slot or plan_slots(cores=os.cpu_count() or 1)[0]
+        self.slot = slot or plan_slots(cores=usable_cores())[0]
         self.current: Engine | None = None
         self.job_id: int | None = None
         self._chunks: ChunkStore | None = None
@@ -290,6 +289,8 @@ class Worker:
             time.monotonic() - t0,
             " replacing the earlier output" if job.replace_output else "",
         )
+        for note in result.plan.notes:  # e.g. an HDR source tone-mapped, a VFR source made CFR
+            jlog.info("%s: %s", job.name, note)
 
     def _on_cluster(self, chunking: Chunking, preset: str) -> Chunking:
         """The job's chunks placed on the cluster: as many at once as it has slots for the
