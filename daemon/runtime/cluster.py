@@ -471,6 +471,7 @@ class ClusterPool:
         self._connect_lock = threading.Lock()
         self._promote_lock = threading.Lock()
         self._try_lock = threading.Lock()
+        self._hiccup = ""  # the last unexpected Ray error while placing (logged once)
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -490,14 +491,14 @@ class ClusterPool:
                 target = resolve_address(self.cfg.address)
                 if target is None:
                     raise ClusterUnavailable(
-                        'no Ray cluster runs on this machine ([cluster] address = "auto"); '
-                        "start one with `ray start --head` or set [cluster] address."
+                        'no Ray cluster runs on this machine ([cluster] address = "auto"); start '
+                        "one with `ray start --head` or set [cluster] address (--ray-address)."
                     )
                 why = reachable(target)
                 if why is not None:
                     raise ClusterUnavailable(
                         f"cannot reach the Ray cluster at {target} ({why}); start its head "
-                        "(`ray start --head`) or fix [cluster] address."
+                        "(`ray start --head`) or fix [cluster] address (--ray-address)."
                     )
             if not ray.is_initialized():
                 try:
@@ -721,7 +722,10 @@ class ClusterPool:
                 self._reconcile()
                 self._promote()
             except Exception as exc:
-                self._lost_connection(exc)
+                self._lost_connection(exc)  # raises when the cluster is gone
+                if _first_line(exc) != self._hiccup:  # else log it once and go on waiting
+                    self._hiccup = _first_line(exc)
+                    log.warning("the Ray cluster did not answer as expected: %s", self._hiccup)
             with self._cond:
                 if not any(satisfies(n["Resources"], needs) for n in self._nodes):  # type: ignore[arg-type]
                     raise ClusterError(_no_node(needs, preset))
