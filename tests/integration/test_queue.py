@@ -131,7 +131,7 @@ def test_control_interface(tmp_path: Path) -> None:
     assert q.counts() == {"queued": 2}
     q.transition(q.claim_next("w").id, JobState.RUNNING, JobState.FAILED, error="boom")
     (tmp_path / f"{a}.mp4").unlink()
-    with pytest.raises(TransitionError, match="its source .* is gone"):
+    with pytest.raises(TransitionError, match=r"its source .* is gone"):
         q.retry(a)
 
 
