@@ -192,3 +192,32 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     left = sorted(p.name for p in work.rglob("*") if p.is_file() and "index" not in p.parts)
     assert not [n for n in left if n.endswith((".mov", ".mkv"))], left  # no chunk or partial
     assert not list((root / "out" / "slow-x265").glob(".*"))
+
+
+@pytest.mark.gpu
+def test_two_workers_on_two_gpus_each_use_their_own(
+    tmp_path: Path, env: dict[str, str], models_dir: Path
+) -> None:
+    """On a machine with two or more NVIDIA GPUs: two workers of an AI preset each run torch on
+    their own GPU (read back from nvidia-smi's compute processes while the chunks run)."""
+    from daemon.engine.slots import count_gpus
+
+    if count_gpus() < 2:
+        pytest.skip("needs two NVIDIA GPUs")
+    src = make_clip(tmp_path / "ai.mp4", size="640x360", fps="12", seconds=6.0)
+    env = {**env, "FINISHLINE_MODELS": str(models_dir)}
+    proc = subprocess.Popen(
+        [str(BIN / "finishline"), "process", str(src), "--preset", "small-ai", "-q",
+         "-o", str(tmp_path / "o.mp4"), "--chunk-seconds", "1", "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    gpus_used: set[str] = set()
+    while proc.poll() is None:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader"],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        gpus_used |= {line.split(",")[0] for line in out.splitlines() if line.strip()}
+        time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert len(gpus_used) >= 2, gpus_used

@@ -288,3 +288,18 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     assert A.read_batch(tmp_path) == summary and summary.not_applied() == {"b.mp4": "too different"}
     (tmp_path / A.PROBE).write_text("{not json")
     assert A.read_probe(tmp_path) is None and A.read_result(tmp_path / "nowhere") is None
+
+
+def test_a_name_cannot_forge_a_log_line() -> None:
+    import logging
+
+    from daemon.runtime.logs import FORMAT, _OneLineFormatter
+
+    record = logging.LogRecord(
+        "daemon.runtime.intake", logging.INFO, __file__, 1, "queued %s", ("a\nFAKE ERROR\x1b[31m",),
+        None,
+    )  # fmt: skip
+    record.job = "7"
+    text = _OneLineFormatter(FORMAT).format(record)
+    assert "\n" not in text and "\x1b" not in text and "\\x0a" in text
+    assert parse_line(text).job == "7"
