@@ -51,7 +51,7 @@ def test_12fps_640x360_with_audio_to_youtube_1080p(
     work = next(
         p
         for p in (tmp_path / "cache" / "finishline" / "jobs").iterdir()
-        if not p.name.startswith("batch-")
+        if p.is_dir() and not p.name.startswith("batch-")
     )
     assert (work / "script.vpy").exists() and (work / "probe.json").exists()
 
