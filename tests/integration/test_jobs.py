@@ -262,6 +262,7 @@ def test_a_full_disk_fails_cleanly_and_retry_works_once_space_is_free(
 
             wait_for(settled, 120, "the worker to settle the job")
             job = h.job(job_id)
+            print(f"disk full: the job ended {job.state} ({job.error or 'no error'})")
             assert Path(job.src).exists(), "the database says where the source is"
             if job.state is JobState.FAILED:
                 assert report_path(Path(job.src)).exists() or job.report
