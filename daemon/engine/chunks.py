@@ -104,8 +104,8 @@ class ChunkFailed(AppError):
         self.text = report
         super().__init__(
             f"chunk {row.index} (frames {row.start}-{row.end - 1}) failed after "
-            f"{row.attempts} attempt(s): {row.error}"
-        )
+            f"{row.attempts} attempt(s): {(row.error or 'no error recorded').splitlines()[0]}"
+        )  # the commands and stderr tails are in report()
 
     def report(self) -> str:
         return self.text

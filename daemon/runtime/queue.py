@@ -341,16 +341,7 @@ class Queue(QueueReader):
             )
         if not Path(job.src).exists():
             raise TransitionError(f"job {job_id} cannot be retried: its source {job.src} is gone")
-        return self.transition(
-            job_id,
-            job.state,
-            JobState.QUEUED,
-            attempts=0,
-            error=None,
-            report=None,
-            stage="",
-            finished=None,
-        )
+        return self._back_to_queue(job)
 
     def requeue(self, job_id: int) -> Job:
         """Run a job again from its source. A done job is re-run from its source in ``done/``
@@ -363,8 +354,12 @@ class Queue(QueueReader):
             raise TransitionError(
                 f"job {job_id} cannot run again: its source {job.src} is gone from done/"
             )
+        return self._back_to_queue(job, replace_output=job.state is JobState.DONE)
+
+    def _back_to_queue(self, job: Job, *, replace_output: bool = False) -> Job:
+        """An ended job queued again as new: attempts, error, report and stage cleared."""
         return self.transition(
-            job_id,
+            job.id,
             job.state,
             JobState.QUEUED,
             attempts=0,
@@ -372,7 +367,7 @@ class Queue(QueueReader):
             report=None,
             stage="",
             finished=None,
-            replace_output=int(job.state is JobState.DONE),
+            replace_output=int(replace_output),
         )
 
     def set_priority(self, job_id: int, priority: int) -> Job:

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from daemon.core.artifacts import ClipPlan
-from daemon.core.errors import AppError, EncodeError, QcError
+from daemon.core.errors import AppError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
 from daemon.engine.chunks import ChunkStore
 from daemon.engine.finish import Engine
@@ -180,15 +180,11 @@ class Worker:
             except Exception as exc:
                 message = str(exc) if isinstance(exc, AppError) else f"internal error: {exc!r}"
                 report_path = self.cfg.failed / batch.preset / f"{batch.name}.sequence.error.txt"
-                lines = [
-                    f"finishline could not assemble the sequence {batch.name} "
-                    f"(batch {batch.id}, preset {batch.preset}).",
-                    "",
-                    f"What failed: {message}",
-                    "",
-                ]
-                if isinstance(exc, EncodeError | QcError):
-                    lines += [exc.report(), ""]
+                lines = report_head(
+                    f"assemble the sequence {batch.name} (batch {batch.id}, preset {batch.preset})",
+                    message,
+                    exc,
+                )
                 lines += [
                     "The clips themselves were delivered; fix the cause and assemble by "
                     "hand: finishline process CLIPS --assemble NAME --preset " + batch.preset
@@ -536,18 +532,21 @@ def _unqueued_files(folder: Path, members: list[Job]) -> int:
     return sum(1 for n in names if n not in known)
 
 
+def report_head(subject: str, message: str, exc: BaseException | None) -> list[str]:
+    """The first lines of every error report: what could not be done, why, and the commands
+    with their stderr tails when processes failed."""
+    lines = [f"finishline could not {subject}.", "", f"What failed: {message}", ""]
+    report = getattr(exc, "report", None)  # EncodeError, QcError, ChunkFailed
+    if isinstance(exc, AppError) and callable(report):
+        lines += [report(), ""]
+    return lines
+
+
 def failure_report(
     job: Job, message: str, exc: BaseException | None, *, source: Path, cancelled: bool = False
 ) -> str:
-    lines = [
-        f"finishline could not finish {job.name} (job {job.id}, preset {job.preset}).",
-        "",
-        f"What failed: {message}",
-        "",
-    ]
-    if isinstance(exc, EncodeError | QcError):
-        lines += [exc.report(), ""]
-    elif exc is not None and not isinstance(exc, AppError):
+    lines = report_head(f"finish {job.name} (job {job.id}, preset {job.preset})", message, exc)
+    if exc is not None and not isinstance(exc, AppError):
         lines += ["Traceback:", "".join(traceback.format_exception(exc)), ""]
     if cancelled:
         lines += [
