@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -99,6 +100,19 @@ def test_presets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FINISHLINE_PRESETS", str(folder))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return folder
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for running `finishline` as a subprocess: the test presets first, the
+    cache and the runtime records in ``tmp_path`` (XDG_CONFIG_HOME stays: VapourSynth finds
+    its own configuration there)."""
+    return {
+        **os.environ,
+        "FINISHLINE_PRESETS": str(DATA / "presets_ok"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }
 
 
 @pytest.fixture(autouse=True)

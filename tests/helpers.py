@@ -8,9 +8,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from vs_scripts.plan.media import AudioStream, MediaInfo
 
 BIN = Path(sys.executable).parent
 
@@ -101,3 +105,72 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str = "condition"
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def media_info(**kw: object) -> MediaInfo:
+    """Probe facts of a typical AI clip (640x360, 12 fps, 36 frames, AAC), fields overridable."""
+    base = MediaInfo(
+        path="/tmp/clip.mp4",
+        container="mov,mp4",
+        width=640,
+        height=360,
+        fps=Fraction(12),
+        vfr=False,
+        frame_count=36,
+        duration=3.0,
+        codec="h264",
+        pixel_format="yuv420p",
+        bit_depth=8,
+        matrix=None,
+        transfer=None,
+        primaries=None,
+        color_range=None,
+        rotation=0,
+        start_time=0.0,
+        audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def ncnn_reference(package: str, files: tuple[str, ...], x: np.ndarray) -> np.ndarray:
+    """The ncnn runtime's output for ``x`` (CHW float32) from a package's .param/.bin, with
+    the winograd, sgemm, fp16 and Vulkan paths off: the exact reference a conversion must
+    match."""
+    import ncnn
+
+    from daemon.engine import models
+
+    net = ncnn.Net()
+    for opt in (
+        "use_vulkan_compute",
+        "use_winograd_convolution",
+        "use_sgemm_convolution",
+        "use_fp16_storage",
+        "use_fp16_arithmetic",
+        "use_fp16_packed",
+    ):
+        setattr(net.opt, opt, False)
+    net.load_param(str(models._package_file(package, files[0])))
+    net.load_model(str(models._package_file(package, files[1])))
+    ex = net.create_extractor()
+    ex.input("data", ncnn.Mat(x))
+    _, out = ex.extract("output")
+    return np.array(out)
+
+
+def frame_hashes(path: Path) -> list[str]:
+    """The MD5 of every decoded video frame (ffmpeg framemd5), in order."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split(",")[-1].strip() for line in out.splitlines() if not line.startswith("#")]
+
+
+def timestamps(path: Path) -> list[str]:
+    """Presentation time of every video packet, in file order."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time"]
+    cmd += ["-of", "csv=p=0", str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()

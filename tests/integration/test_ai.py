@@ -10,7 +10,7 @@ import pytest
 import vapoursynth as vs
 
 from daemon.engine import models
-from tests.helpers import finishline, psnr, streams
+from tests.helpers import finishline, ncnn_reference, psnr, streams
 from vs_scripts.runtime import filters as fl
 
 core = vs.core
@@ -46,31 +46,14 @@ def to_clip(frames: list[np.ndarray], fps: int = 12) -> vs.VideoNode:
 
 
 def test_converted_esrgan_matches_the_ncnn_runtime(models_dir: Path) -> None:
-    ncnn = pytest.importorskip("ncnn")
+    pytest.importorskip("ncnn")
     import torch
 
     from vs_scripts.runtime.nets import load_network
 
     spec = models.MODELS["realesr-animevideov3"]
-    param = models._package_file(spec.offline_package, spec.offline_files[0])
-    weights = models._package_file(spec.offline_package, spec.offline_files[1])
-    net = ncnn.Net()
-    for opt in (
-        "use_vulkan_compute",
-        "use_winograd_convolution",
-        "use_sgemm_convolution",
-        "use_fp16_storage",
-        "use_fp16_arithmetic",
-        "use_fp16_packed",
-    ):
-        setattr(net.opt, opt, False)
-    net.load_param(str(param))
-    net.load_model(str(weights))
     x = np.random.default_rng(0).random((3, 24, 40), dtype=np.float32)
-    ex = net.create_extractor()
-    ex.input("data", ncnn.Mat(x))
-    _, out = ex.extract("output")
-    reference = np.array(out)
+    reference = ncnn_reference(spec.offline_package, spec.offline_files, x)
     torch_net = load_network("srvgg", models_dir / spec.file, 4, torch.device("cpu"))
     with torch.inference_mode():
         ours = torch_net(torch.from_numpy(x)[None])[0].numpy()

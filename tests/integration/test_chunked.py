@@ -14,8 +14,8 @@ import pytest
 
 from daemon.runtime.reader import QueueReader
 from daemon.runtime.states import JobState
-from tests.conftest import DATA, ffmpeg, make_clip
-from tests.helpers import BIN, finishline, streams, wait_for
+from tests.conftest import ffmpeg, make_clip
+from tests.helpers import BIN, finishline, frame_hashes, streams, timestamps, wait_for
 
 
 def cut_clip(path: Path, seconds: float = 1.5) -> Path:
@@ -32,30 +32,9 @@ def cut_clip(path: Path, seconds: float = 1.5) -> Path:
     return path
 
 
-def frame_hashes(path: Path) -> list[str]:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [line.split(",")[-1].strip() for line in out.splitlines() if not line.startswith("#")]
-
-
-def timestamps(path: Path) -> list[str]:
-    return subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time",
-         "-of", "csv=p=0", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-
-
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FINISHLINE_PRESETS": str(DATA / "presets_ok"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-    }
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return cli_env
 
 
 def test_a_chunked_run_is_the_unchunked_picture(tmp_path: Path, env: dict[str, str]) -> None:

@@ -4,7 +4,6 @@ pipes and missing values end in one sentence, never a traceback."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -18,14 +17,8 @@ from tests.helpers import BIN, finishline, wait_for
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """XDG_CONFIG_HOME stays: VapourSynth finds its own configuration there."""
-    return {
-        **os.environ,
-        "FINISHLINE_PRESETS": str(DATA / "presets_ok"),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-    }
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return cli_env
 
 
 def test_render_prints_the_script_process_runs_and_its_header_reproduces_it(

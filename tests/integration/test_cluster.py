@@ -34,7 +34,7 @@ from daemon.runtime.config import ClusterConfig, parse_config
 from daemon.runtime.reader import QueueReader
 from daemon.runtime.states import JobState
 from tests.conftest import DATA, make_clip
-from tests.helpers import BIN, finishline, streams, wait_for
+from tests.helpers import BIN, finishline, frame_hashes, streams, wait_for
 
 #: Ray on the loopback only (otherwise it swaps 127.0.0.1 for the machine's outward address)
 #: and no usage report
@@ -179,14 +179,6 @@ def chunking(store: ChunkStore, pool: ClusterPool, job: str, needs=None, **kw) -
         workers=max(1, pool.slots(needs or {})), place=pool.placer(needs, preset=job),
         always=True, **kw,
     )  # fmt: skip
-
-
-def frame_hashes(path: Path) -> list[str]:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return [line.split(",")[-1].strip() for line in out.splitlines() if not line.startswith("#")]
 
 
 def leftovers(work: Path) -> list[str]:

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import vapoursynth as vs
 
 from daemon.engine import models
-from tests.helpers import psnr
-from vs_scripts.plan.media import MediaInfo
+from tests.helpers import media_info, psnr
 from vs_scripts.plan.preset import load_preset
 from vs_scripts.plan.render import render_script
 from vs_scripts.runtime import filters as fl
@@ -55,10 +53,7 @@ def test_detail_zero_is_a_plain_resize_and_one_the_network(models_dir: Path, mon
 def test_the_preset_key_reaches_the_script() -> None:
     text = '[upscale]\nmodel = "realesr-animevideov3"\nscale = 2\ndetail = 0.3\n'
     preset = load_preset(text, source="t.toml", name="t")
-    media = MediaInfo(
-        "/c.mp4", "mp4", 320, 180, Fraction(24), False, 24, 1.0, "h264", "yuv420p", 8,
-        "bt709", "bt709", "bt709", "tv", 0, 0.0, (),
-    )  # fmt: skip
+    media = media_info()
     script = render_script(preset, media)
     assert "detail=0.3" in script
     plain = render_script(

@@ -11,7 +11,7 @@ import pytest
 import vapoursynth as vs
 
 from daemon.engine import models
-from tests.helpers import psnr
+from tests.helpers import ncnn_reference, psnr
 from vs_scripts.runtime import filters as fl
 
 core = vs.core
@@ -61,30 +61,13 @@ def test_the_spec_and_the_official_layout(models_dir: Path) -> None:
 
 
 def test_converted_x4plus_matches_the_ncnn_runtime(models_dir: Path) -> None:
-    ncnn = pytest.importorskip("ncnn")
+    pytest.importorskip("ncnn")
     import torch
 
     from vs_scripts.runtime.nets import load_network
 
-    param = models._package_file(SPEC.offline_package, SPEC.offline_files[0])
-    weights = models._package_file(SPEC.offline_package, SPEC.offline_files[1])
-    net = ncnn.Net()
-    for opt in (
-        "use_vulkan_compute",
-        "use_winograd_convolution",
-        "use_sgemm_convolution",
-        "use_fp16_storage",
-        "use_fp16_arithmetic",
-        "use_fp16_packed",
-    ):
-        setattr(net.opt, opt, False)
-    net.load_param(str(param))
-    net.load_model(str(weights))
     x = textured(16, 24)
-    ex = net.create_extractor()
-    ex.input("data", ncnn.Mat(x))
-    _, out = ex.extract("output")
-    reference = np.array(out)
+    reference = ncnn_reference(SPEC.offline_package, SPEC.offline_files, x)
     torch_net = load_network("rrdb", models_dir / SPEC.file, 4, torch.device("cpu"))
     with torch.inference_mode():
         ours = torch_net(torch.from_numpy(x)[None])[0].numpy()

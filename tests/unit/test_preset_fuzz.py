@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.engine.presets import load_preset_file
+from tests.helpers import media_info
 from vs_scripts.plan.errors import AppError, PresetError
-from vs_scripts.plan.media import AudioStream, MediaInfo
+from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import SCHEMA, SECTIONS, Key, Preset, load_preset
 from vs_scripts.plan.render import render_script
 
@@ -302,29 +303,7 @@ def raw_bytes(draw: st.DrawFn) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def media(**kw: object) -> MediaInfo:
-    base: dict[str, object] = dict(
-        path="/tmp/clip.mp4",
-        container="mov,mp4",
-        width=640,
-        height=360,
-        fps=Fraction(12),
-        vfr=False,
-        frame_count=36,
-        duration=3.0,
-        codec="h264",
-        pixel_format="yuv420p",
-        bit_depth=8,
-        matrix=None,
-        transfer=None,
-        primaries=None,
-        color_range=None,
-        rotation=0,
-        start_time=0.0,
-        audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
-    )
-    base.update(kw)
-    return MediaInfo(**base)  # type: ignore[arg-type]
+media = media_info
 
 
 MEDIA = (

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from daemon.engine.presets import builtin_dir, load_preset_file
-from vs_scripts.plan.media import AudioStream, MediaInfo
+from tests.helpers import media_info
+from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import load_preset
 from vs_scripts.plan.render import plan_script, render_script
 
@@ -20,27 +20,7 @@ HOSTILE = '/tmp/it\'s a "clip" $(rm -rf ~); é.mp4'
 
 
 def media(**kw: object) -> MediaInfo:
-    base = MediaInfo(
-        path=HOSTILE,
-        container="mov,mp4",
-        width=640,
-        height=360,
-        fps=Fraction(12),
-        vfr=False,
-        frame_count=36,
-        duration=3.0,
-        codec="h264",
-        pixel_format="yuv420p",
-        bit_depth=8,
-        matrix=None,
-        transfer=None,
-        primaries=None,
-        color_range=None,
-        rotation=0,
-        start_time=0.0,
-        audio=(AudioStream(1, "aac", 44100, 2, 3.0, 0.0),),
-    )
-    return replace(base, **kw)
+    return media_info(**{"path": HOSTILE, **kw})
 
 
 @pytest.mark.parametrize("path", sorted(builtin_dir().glob("*.toml")), ids=lambda p: p.stem)
