@@ -61,6 +61,8 @@ def plan_batch(
             blockiness=st.blockiness,
             lut=lut_path is not None,
             focus=saliency_focus(preset, medias[key], st),
+            temporal_noise=st.temporal_noise,
+            motion_fit=st.motion_fit,
         )
         assessment = ClipAssessment(
             st.name,
@@ -72,6 +74,7 @@ def plan_batch(
             tuning.denoise_strength,
             "assessment" if preset.restore.auto else "preset",
             tuning.focus,
+            tuning.denoiser,
         )
         a_path = write_assessment(work / f"{key_stem(key, src)}.assessment.json", assessment)
         plans[key] = ClipPlan(str(src), tuning, lut_path, a_path)

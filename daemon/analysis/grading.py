@@ -72,6 +72,12 @@ class ClipStats:
     flicker: float  # std of frame-to-frame mean-luma change after detrending, in %
     duplicate_ratio: float  # share of sampled neighbours that are identical
     cut_at: int | None  # first scene cut found (frame index), if any
+    # mean |frame - its motion-compensated neighbours' average| (luma, 8-bit code values): the
+    # temporal noise a motion-compensated denoiser can remove (grain, compression shimmer)
+    temporal_noise: float = 0.0
+    # the same residual without motion compensation divided into it: < 1 where following the
+    # motion explains the picture (a temporal denoiser is safe), ~1 where it does not
+    motion_fit: float = 0.0
     saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
     saliency_y: list[float] = field(default_factory=list)  # ... per row bin
     # the sampled frames (uint8 RGB), kept in memory for registration; never serialised
@@ -238,7 +244,38 @@ def analyse_clip(
     luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
     full = [np.asarray(luma_clip.get_frame(i)[0]).copy() for i in idx[:: max(1, len(idx) // 4)]]
     means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
-    return analyse_frames(Path(path).name, frames, full, means, cut_at)
+    out = analyse_frames(Path(path).name, frames, full, means, cut_at)
+    out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable)
+    return out
+
+
+def temporal_noise(clip, *, usable: int, samples: int = 6) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(temporal noise, motion fit) of ``clip`` (see :class:`ClipStats`), from MVTools'
+    compensation of each sampled frame from its two neighbours, on luma at most 960 wide."""
+    import vapoursynth as vs
+
+    core = vs.core
+    if usable < 3:
+        return 0.0, 1.0
+    y = core.resize.Point(clip, format=vs.GRAY16)
+    if y.width > 960:
+        y = core.resize.Bilinear(y, 960, max(2, round(960 * y.height / y.width / 2) * 2))
+    sup = core.mv.Super(y, pel=1)
+    vectors = [core.mv.Analyse(sup, isb=b, delta=1, blksize=16, overlap=8) for b in (True, False)]
+    # thscd2=255: never call a frame a scene change (MVTools would return it uncompensated)
+    back, fwd = (core.mv.Compensate(y, sup, v, thscd1=16320, thscd2=255) for v in vectors)
+
+    def luma(c, i: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+        return np.asarray(c.get_frame(i)[0]).astype(np.float32) / 256.0
+
+    idx = sorted({round(1 + i * (usable - 3) / max(1, samples - 1)) for i in range(samples)})
+    residual, still = [], []
+    for i in idx:
+        here = luma(y, i)
+        residual.append(float(np.mean(np.abs(here - (luma(back, i) + luma(fwd, i)) / 2))))
+        still.append(float(np.mean(np.abs(here - (luma(y, i - 1) + luma(y, i + 1)) / 2))))
+    res, raw = float(np.median(residual)), float(np.median(still))
+    return round(res, 3), round(res / raw, 3) if raw > 1e-6 else 1.0
 
 
 # -- the reference -----------------------------------------------------------------------------

@@ -147,6 +147,7 @@ class ClipAssessment:
     denoise: float | None
     strengths_from: str  # "assessment" or "preset"
     crop_focus: float | None = None
+    denoiser: str | None = None  # chosen by the assessment (denoise = "auto"), else None
 
     @property
     def noise(self) -> float:
@@ -160,7 +161,10 @@ class ClipAssessment:
         s = self.stats
         return (
             f"noise {s.get('noise', 0):.2f}, blockiness {s.get('blockiness', 0):.2f}, "
-            f"sharpness {s.get('sharpness', 0):.1f}, flicker {s.get('flicker', 0):.2f}%"
+            f"sharpness {s.get('sharpness', 0):.1f}, flicker {s.get('flicker', 0):.2f}%, "
+            f"temporal noise {s.get('temporal_noise', 0):.2f} (motion fit "
+            f"{s.get('motion_fit', 0):.2f})"
+            + (f"; denoiser {self.denoiser}" if self.denoiser else "")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -173,6 +177,7 @@ class ClipAssessment:
             "strengths": {
                 "deblock": self.deblock,
                 "denoise": self.denoise,
+                "denoiser": self.denoiser,
                 "from": self.strengths_from,
             },
             "crop_focus": self.crop_focus,
@@ -198,6 +203,7 @@ def read_assessment(path: Path) -> ClipAssessment | None:
             st.get("denoise"),
             str(st.get("from", "")),
             d.get("crop_focus"),
+            st.get("denoiser"),
         )
     except (TypeError, KeyError, ValueError, AttributeError):
         return None

@@ -10,7 +10,7 @@ import pytest
 
 from daemon.analysis import grading as colour
 from tests.conftest import ffmpeg
-from tests.helpers import finishline
+from tests.helpers import finishline, media_info
 
 SIZE = "192x108"
 
@@ -272,3 +272,44 @@ def test_registration_recovers_a_known_grade_from_two_framings(tmp_path: Path) -
     # another scene does not register
     other = np.random.default_rng(1).integers(0, 255, ref.shape, dtype=np.uint8)
     assert colour.register_pairs(other, ref) is None
+
+
+def test_assessment_chooses_the_denoiser_and_its_strength(tmp_path: Path) -> None:
+    """denoise = "auto": a panned scene with grain that changes every frame gets the
+    motion-compensated denoiser, stronger than the same scene without grain; a picture whose
+    every frame is new (no motion to follow) gets the spatial one."""
+    from vs_scripts.plan.preset import load_preset
+    from vs_scripts.plan.render import render_script, tune
+
+    clean = scene_clip(tmp_path / "clean.mkv", extra="gblur=sigma=1")
+    grainy = scene_clip(tmp_path / "grainy.mkv", extra="gblur=sigma=1,noise=alls=10:allf=t")
+    chaos = tmp_path / "chaos.mkv"
+    ffmpeg("-f", "lavfi", "-i", "nullsrc=s=192x108:r=24:d=1,geq=lum='random(1)*255':cb=128:cr=128",
+           "-c:v", "ffv1", "-pix_fmt", "yuv420p", str(chaos))  # fmt: skip
+    kw = {"matrix": 1, "transfer": 1, "primaries": 1, "color_range": 1}
+    c, g, x = (colour.analyse_clip(str(p), **kw) for p in (clean, grainy, chaos))
+    assert g.motion_fit < 0.7 and c.motion_fit < 0.7, (g.motion_fit, c.motion_fit)
+    assert x.motion_fit > 0.85, x.motion_fit
+    assert g.temporal_noise > c.temporal_noise + 1, (g.temporal_noise, c.temporal_noise)
+    preset = load_preset('[restore]\ndenoise = "auto"\n')
+
+    def tuned(st: colour.ClipStats):  # type: ignore[no-untyped-def]
+        return tune(
+            preset,
+            noise=st.noise,
+            blockiness=st.blockiness,
+            lut=False,
+            temporal_noise=st.temporal_noise,
+            motion_fit=st.motion_fit,
+        )
+
+    tg, tc, tx = tuned(g), tuned(c), tuned(x)
+    assert (tg.denoiser, tc.denoiser, tx.denoiser) == ("degrain", "degrain", "dfttest")
+    assert tg.denoise_strength > tc.denoise_strength
+    script = render_script(preset, media_info(), tg)
+    assert f"fl.denoise_degrain(clip, strength={float(tg.denoise_strength)!r})" in script
+    assert "chosen by this clip's assessment" in script
+    # pinned strengths still get the chosen denoiser; with no assessment, degrain
+    pinned = load_preset('[restore]\nauto = false\ndenoise = "auto"\ndenoise_strength = 1.5\n')
+    assert tune(pinned, noise=0, blockiness=1, lut=False, motion_fit=0.95).denoiser == "dfttest"
+    assert "fl.denoise_degrain(clip, strength=1.5)" in render_script(pinned, media_info())

@@ -60,3 +60,54 @@ def test_the_preset_key_reaches_the_script() -> None:
         load_preset(text.replace("detail = 0.3\n", ""), source="t", name="t"), media
     )
     assert "detail=" not in plain
+
+
+def moving(frames: int, *, noise: float, shift: int = 2, size: tuple[int, int] = (128, 96)):
+    """(truth base + texture, the same with fresh per-frame noise on the texture, smooth base):
+    a picture panning ``shift`` pixels a frame, as RGBS clips."""
+    width, height = size
+    rng = np.random.default_rng(7)
+    pad = shift * frames
+    yy, xx = np.mgrid[0:height, 0 : width + pad].astype(np.float32)
+    tone = 0.3 + 0.4 * xx / (width + pad) + 0.1 * np.sin(yy / 9)
+    texture = 0.08 * (rng.random((height, width + pad), dtype=np.float32) - 0.5)
+
+    def clip_of(pics: list[np.ndarray]) -> vs.VideoNode:
+        blank = core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=frames)
+
+        def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+            out = f.copy()
+            for p in range(3):
+                np.asarray(out[p])[:] = pics[n]
+            return out
+
+        return core.std.ModifyFrame(blank, blank, fill)
+
+    window = [slice(n * shift, n * shift + width) for n in range(frames)]
+    truth = [tone[:, w] + texture[:, w] for w in window]
+    noisy = [t + noise * (rng.random(t.shape, dtype=np.float32) - 0.5) for t in truth]
+    return clip_of(truth), clip_of(noisy), clip_of([tone[:, w] for w in window])
+
+
+def luma_error(a: vs.VideoNode, b: vs.VideoNode, n: int) -> float:
+    return float(np.sqrt(np.mean((frame(a[n]) - frame(b[n])) ** 2)))
+
+
+def test_stabilise_keeps_detail_that_moves_with_the_picture_and_drops_shimmer() -> None:
+    truth, shimmering, base = moving(7, noise=0.06)
+    steady = fl.stabilise_detail(shimmering, base, strength=1.0)
+    for n in (2, 3, 4):  # frames with two neighbours on each side
+        before, after = luma_error(shimmering, truth, n), luma_error(steady, truth, n)
+        assert after < 0.7 * before, (n, before, after)
+    # the texture that pans with the picture is kept: still far closer to the truth than the
+    # smooth base it sits on
+    assert luma_error(steady, truth, 3) < 0.5 * luma_error(base, truth, 3)
+    # the tone is not touched: frame means stay
+    assert abs(frame(steady[3]).mean() - frame(truth[3]).mean()) < 2e-3
+    assert fl.stabilise_detail(shimmering, base, strength=0.0) is shimmering
+
+
+def test_stabilise_reaches_the_script() -> None:
+    text = '[upscale]\nmodel = "realesr-animevideov3"\nscale = 2\nstabilise = 1.0\n'
+    script = render_script(load_preset(text, source="t.toml", name="t"), media_info())
+    assert "stabilise=1.0" in script

@@ -66,7 +66,7 @@ PRIMARIES = ("bt709", "bt601-625", "bt601-525", "bt2020")
 RANGES = ("limited", "full")
 FITS = ("pad", "crop", "stretch", "blur", "saliency")
 SCALERS = ("spline36", "lanczos", "bicubic", "bilinear")
-DENOISERS = ("off", "dfttest", "degrain", "temporal")
+DENOISERS = ("off", "auto", "dfttest", "degrain", "temporal")
 AUDIO_CODECS = ("aac", "pcm_s16le", "pcm_s24le", "none")
 MISSING_AUDIO = ("none", "silence")
 RETIME = ("repeat", "rife")
@@ -100,7 +100,16 @@ SCHEMA: tuple[Key, ...] = (
         "Set deblock/denoise strengths from each clip's assessment (false: use the pinned values).",
     ),
     Key("restore", "deblock", "float", 0.0, "Deblocking strength (0 = off).", lo=0.0, hi=1.0),
-    Key("restore", "denoise", "str", "off", "Denoiser.", choices=DENOISERS),
+    Key(
+        "restore",
+        "denoise",
+        "str",
+        "off",
+        "Denoiser: degrain (motion-compensated), dfttest (frequency domain), temporal (cheap), "
+        "or auto: chosen per clip by its assessment (degrain where motion compensation explains "
+        "the picture, dfttest where it does not).",
+        choices=DENOISERS,
+    ),
     Key("restore", "denoise_strength", "float", 1.0, "Denoiser strength.", lo=0.0, hi=8.0),
     Key("motion", "fps", "fps", Fraction(0), "Output frame rate (0 = the source's rate)."),
     Key("motion", "method", "str", "repeat", "How to reach the output rate.", choices=RETIME),
@@ -133,6 +142,17 @@ SCHEMA: tuple[Key, ...] = (
         "texture), 1 = the full network detail.",
         lo=0.0,
         hi=1.0,
+    ),
+    Key(
+        "upscale",
+        "stabilise",
+        "float",
+        0.0,
+        "Temporal stabilisation of the network's detail: 0 = off, 1 = the default strength "
+        "(motion-compensated averaging of the detail layer over +-2 frames, so invented texture "
+        "stops shimmering; the tone is untouched).",
+        lo=0.0,
+        hi=4.0,
     ),
     Key("ai", "backend", "str", "auto", "Where the networks run.", choices=BACKENDS),
     Key(
@@ -387,6 +407,7 @@ class UpscaleSection:
     tile: int = 0
     keep_tone: bool = True
     detail: float = 1.0
+    stabilise: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,6 +242,7 @@ class Tuning:
     deblock: float | None = None
     denoise_strength: float | None = None
     lut: bool = False
+    denoiser: str | None = None  # which denoiser (DENOISE_FUNCS key), when the preset says auto
     focus: float | None = None  # where a saliency crop sits (0..1 along the cut axis)
 
 
@@ -278,17 +279,49 @@ def crop_focus(profile: list[float], window: float, *, prefer_centre: float = 0.
     return round(best / (n - k), 3)
 
 
+#: the denoiser ``denoise = "auto"`` uses when no assessment says otherwise: motion-compensated
+#: MDegrain beat DFTTest at every strength on every clip of the shared bench (see choose_denoiser)
+DEFAULT_DENOISER = "degrain"
+#: motion fit (residual with motion compensation / without) above which following the motion
+#: does not explain the picture (water, fire, confetti, noise): a temporal average would ghost
+MOTION_FIT_LIMIT = 0.7
+#: degrain strength per 8-bit code value of temporal noise; on the shared bench (temporal noise
+#: 0.97-1.25) it gives 2.7-3.5, where the best fixed strengths measured 2-4 per clip
+DEGRAIN_PER_NOISE = 2.8
+
+
+def choose_denoiser(motion_fit: float) -> str:
+    """``degrain`` where motion compensation explains the picture, else ``dfttest`` (spatial,
+    with a 3-frame window: no motion search to go wrong)."""
+    return DEFAULT_DENOISER if motion_fit < MOTION_FIT_LIMIT else "dfttest"
+
+
 def tune(
-    preset: Preset, *, noise: float, blockiness: float, lut: bool, focus: float | None = None
+    preset: Preset,
+    *,
+    noise: float,
+    blockiness: float,
+    lut: bool,
+    focus: float | None = None,
+    temporal_noise: float = 0.0,
+    motion_fit: float = 1.0,
 ) -> Tuning:
     """Strengths from measurements: a clean clip is not denoised hard, a blocky one gets more
     deblocking. ``noise`` is the luma sigma in 8-bit code values, ``blockiness`` the 8x8 grid
-    edge ratio (1 = none)."""
+    edge ratio (1 = none), ``temporal_noise`` and ``motion_fit`` as the assessment measures
+    them (``daemon.analysis.grading.temporal_noise``). With ``denoise = "auto"`` the
+    denoiser is chosen too (:func:`choose_denoiser`)."""
+    denoiser = choose_denoiser(motion_fit) if preset.restore.denoise == "auto" else None
     if not preset.restore.auto:
-        return Tuning(lut=lut, focus=focus)
-    denoise = round(min(3.0, max(0.0, (noise - 0.6) / 1.5)), 2)
+        return Tuning(lut=lut, focus=focus, denoiser=denoiser)
+    if (denoiser or preset.restore.denoise) == "degrain":  # a temporal denoiser: temporal noise
+        denoise = round(min(4.0, max(0.0, DEGRAIN_PER_NOISE * temporal_noise)), 2)
+    else:
+        denoise = round(min(3.0, max(0.0, (noise - 0.6) / 1.5)), 2)
     deblock = round(min(1.0, max(0.0, (blockiness - 1.05) / 0.5)), 2)
-    return Tuning(deblock=deblock, denoise_strength=denoise, lut=lut, focus=focus)
+    return Tuning(
+        deblock=deblock, denoise_strength=denoise, lut=lut, focus=focus, denoiser=denoiser
+    )
 
 
 def model_args(preset: Preset, plan: ScriptPlan) -> dict[str, str]:
@@ -314,6 +347,7 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
         f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
         f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, "
         + (f"detail={_num(preset.upscale.detail)}, " if preset.upscale.detail < 1 else "")
+        + (f"stabilise={_num(preset.upscale.stabilise)}, " if preset.upscale.stabilise else "")
         + f"{ai}"
         + (", tensorrt=True, engine_cache=engine_cache)" if preset.ai.tensorrt else ")")
     )
@@ -372,9 +406,12 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
         lines.append("# Strengths below come from this clip's assessment ([restore] auto = true).")
     if deblock > 0:
         lines.append(f"clip = fl.deblock(clip, strength={_num(deblock)})")
-    if r.denoise != "off" and denoise_strength > 0:
+    denoiser = tuning.denoiser or (DEFAULT_DENOISER if r.denoise == "auto" else r.denoise)
+    if denoiser != "off" and denoise_strength > 0:
+        if tuning.denoiser:
+            lines.append(f"# Denoiser {denoiser}: chosen by this clip's assessment.")
         lines.append(
-            f"clip = fl.{DENOISE_FUNCS[r.denoise]}(clip, strength={_num(denoise_strength)})"
+            f"clip = fl.{DENOISE_FUNCS[denoiser]}(clip, strength={_num(denoise_strength)})"
         )
     if preset.colour.stabilise:
         lines.append(
