@@ -371,13 +371,15 @@ def still_command(
     at_seconds: float,
     height: int = 540,
     ffmpeg: str = "ffmpeg",
+    focus: tuple[float, float] = (0.5, 0.5),
 ) -> list[str]:
     """A before/after still of the source and output frames at the same time, ``height`` high:
 
     - top: the whole source frame | the whole output frame, each fitted (aspect kept, bicubic,
       square pixels) into a tile of ``height / 2`` by 16:9;
-    - bottom: a tile-sized 1:1 crop from the centre of the output frame (every output pixel
-      shown, so the detail gained is visible), beside the same region of the source scaled up
+    - bottom: a tile-sized 1:1 crop of the output frame centred at ``focus`` (fractions of its
+      width and height; the centre by default, kept inside the frame), every output pixel
+      shown so the detail gained is visible, beside the same region of the source scaled up
       to the output's size with lanczos.
 
     Tiles are padded to one size (black), so any input gives a ``2 * tile`` by ``height`` PNG.
@@ -387,7 +389,11 @@ def still_command(
     tw = max(2, round(th * 16 / 9) // 2 * 2)
     pad = f"pad={tw}:{th}:(ow-iw)/2:(oh-ih)/2,format=rgb24"
     fit = f"scale={tw}:{th}:force_original_aspect_ratio=decrease:flags=bicubic,setsar=1,{pad}"
-    crop = f"crop='min({tw},iw)':'min({th},ih)':(iw-ow)/2:(ih-oh)/2,setsar=1,{pad}"
+    fx, fy = (min(1.0, max(0.0, float(v))) for v in focus)
+    crop = (
+        f"crop='min({tw},iw)':'min({th},ih)':'max(0,min(iw-ow,{fx:.4f}*iw-ow/2))'"
+        f":'max(0,min(ih-oh,{fy:.4f}*ih-oh/2))',setsar=1,{pad}"
+    )
     graph = ";".join(
         (
             "[0:v:0]setsar=1,split=2[src_whole][src_detail]",

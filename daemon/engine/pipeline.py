@@ -48,7 +48,7 @@ from daemon.engine.chunks import (
     join_chunks,
     run_chunk,
 )
-from daemon.engine.measure import measure
+from daemon.engine.measure import detail_focus, measure
 from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
@@ -661,13 +661,17 @@ class Pipeline(Children):
         middle of the clip. The output is already verified and delivered, so a failure here
         is logged, not fatal."""
         tmp = work / f"compare.{os.getpid()}.png"
+        at, height = plan.frame_count / float(plan.fps) / 2, min(540, plan.height)
+        tile_h = max(2, height // 4 * 2)  # the 1:1 crop's size, as still_command makes it
+        window = (min(1.0, tile_h * 16 / 9 / plan.width), min(1.0, tile_h / plan.height))
         cmd = C.still_command(
             src=str(src),
             output=str(output),
             png=str(tmp),
-            at_seconds=plan.frame_count / float(plan.fps) / 2,
-            height=min(540, plan.height),
+            at_seconds=at,
+            height=height,
             ffmpeg=find_tool("ffmpeg"),
+            focus=detail_focus(output, at, window),  # where the detail is, not a blurred centre
         )
         try:
             self._run_one(cmd, "before/after still")
