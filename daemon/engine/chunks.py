@@ -19,10 +19,11 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 from daemon.core.errors import AppError, EncodeError
 from daemon.core.sqlite import immediate
@@ -296,7 +297,13 @@ def run_chunk(
 
 
 def count_frames(path: Path) -> int:
-    """Video packets in ``path`` (ffprobe reads every packet: exact, no decoding)."""
+    """Video packets in ``path``: from a QuickTime file's sample table when it has one (the
+    encoder writes it last, so a cut-off file has none), else ffprobe reading every packet
+    (exact, no decoding). The table is read here, not by ffprobe: a chunk's output is checked
+    once per chunk and an ffprobe start costs 0.07 s of CPU, more than reading the table."""
+    samples = mov_video_samples(path)
+    if samples is not None:
+        return samples
     res = run_capture(
         [
             find_tool("ffprobe"),
@@ -316,6 +323,82 @@ def count_frames(path: Path) -> int:
         return int(res.stdout.strip().split(",")[0])
     except ValueError:
         return -1
+
+
+def mov_video_samples(path: Path) -> int | None:
+    """The sample count of the one video track of a complete, unfragmented QuickTime/MP4 file
+    (its ``stsz`` box: one sample per packet), or None for anything else (no ``moov`` yet,
+    fragments, several video tracks, another container), which ffprobe then counts."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            boxes = list(_boxes(f, 0, size))
+            if not boxes or boxes[0][0] != b"ftyp":
+                return None
+            moov = [(start, end) for kind, start, end in boxes if kind == b"moov"]
+            if len(moov) != 1:
+                return None
+            f.seek(moov[0][0])
+            data = f.read(moov[0][1] - moov[0][0])
+    except OSError:
+        return None
+    counts = []
+    for kind, start, end in _boxes_in(data, 0, len(data)):
+        if kind == b"mvex":
+            return None  # fragmented: the samples are in the fragments
+        if kind != b"trak":
+            continue
+        mdia = _child(data, start, end, b"mdia")
+        hdlr = mdia and _child(data, *mdia, b"hdlr")
+        if not hdlr or data[hdlr[0] + 8 : hdlr[0] + 12] != b"vide":
+            continue
+        stsz = _path(data, mdia, (b"minf", b"stbl", b"stsz"))
+        if stsz is None or stsz[1] - stsz[0] < 12:
+            return None
+        counts.append(int.from_bytes(data[stsz[0] + 8 : stsz[0] + 12], "big"))
+    return counts[0] if len(counts) == 1 else None
+
+
+def _boxes(f: BinaryIO, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the boxes in a file, read by seeking."""
+    while pos + 8 <= end:
+        f.seek(pos)
+        head = f.read(16)
+        size, kind, skip = int.from_bytes(head[:4], "big"), head[4:8], 8
+        if size == 1 and len(head) == 16:
+            size, skip = int.from_bytes(head[8:16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < skip or pos + size > end:
+            return  # cut off: no trustworthy box from here on
+        yield kind, pos + skip, pos + size
+        pos += size
+
+
+def _boxes_in(data: bytes, pos: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the boxes in ``data[pos:end]``."""
+    while pos + 8 <= end:
+        size, kind, skip = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8], 8
+        if size == 1 and pos + 16 <= end:
+            size, skip = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < skip or pos + size > end:
+            return
+        yield kind, pos + skip, pos + size
+        pos += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    found = [(s, e) for k, s, e in _boxes_in(data, start, end) if k == kind]
+    return found[0] if len(found) == 1 else None
+
+
+def _path(data: bytes, box: tuple[int, int], kinds: Sequence[bytes]) -> tuple[int, int] | None:
+    found: tuple[int, int] | None = box
+    for kind in kinds:
+        found = found and _child(data, *found, kind)
+    return found
 
 
 def join_chunks(parts: Sequence[tuple[Path, int]], target: Path, *, fps: Fraction) -> None:

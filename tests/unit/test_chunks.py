@@ -1,11 +1,13 @@
-"""Chunk planning and device slots: pure rules."""
+"""Chunk planning, device slots and counting a chunk's frames: pure rules."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
+from daemon.engine.chunks import mov_video_samples
 from daemon.engine.slots import Slot, plan_slots
 from vs_scripts.plan.chunks import Chunk, chunk_length, context_frames, map_cuts, plan_chunks
 
@@ -85,3 +87,35 @@ def test_a_slot_sets_its_childrens_environment(slot: Slot, cuda: str) -> None:
     env = slot.env({"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert env["CUDA_VISIBLE_DEVICES"] == cuda and env["PATH"] == "/bin"
     assert env["FINISHLINE_THREADS"] == env["OMP_NUM_THREADS"] == str(slot.threads)
+
+
+def box(kind: bytes, *payload: bytes, large: bool = False) -> bytes:
+    body = b"".join(payload)
+    if large:  # a 64-bit size, as ffmpeg writes for a big mdat
+        return (1).to_bytes(4, "big") + kind + (16 + len(body)).to_bytes(8, "big") + body
+    return (8 + len(body)).to_bytes(4, "big") + kind + body
+
+
+def trak(handler: bytes, samples: int) -> bytes:
+    hdlr = box(b"hdlr", bytes(8), handler, bytes(12))
+    stsz = box(b"stsz", bytes(8), samples.to_bytes(4, "big"))
+    stbl = box(b"stbl", box(b"stsd", bytes(8)), stsz)
+    return box(b"trak", box(b"tkhd", bytes(84)), box(b"mdia", hdlr, box(b"minf", stbl)))
+
+
+def test_a_quicktime_files_video_samples_come_from_its_sample_table(tmp_path: Path) -> None:
+    ftyp, mdat = box(b"ftyp", b"qt  ", bytes(4)), box(b"mdat", bytes(100), large=True)
+    moov = box(b"moov", box(b"mvhd", bytes(100)), trak(b"soun", 99), trak(b"vide", 240))
+    files = {
+        "chunk.mov": (ftyp + box(b"wide") + mdat + moov, 240),
+        "faststart.mp4": (ftyp + moov + mdat, 240),
+        "cut-off.mov": (ftyp + mdat + moov[:-10], None),  # no complete moov: ffprobe counts
+        "no-moov.mov": (ftyp + mdat, None),
+        "fragmented.mp4": (ftyp + box(b"moov", trak(b"vide", 0), box(b"mvex")) + mdat, None),
+        "two-videos.mov": (ftyp + box(b"moov", trak(b"vide", 1), trak(b"vide", 2)), None),
+        "matroska.mkv": (bytes.fromhex("1a45dfa3") + bytes(40), None),
+    }
+    for name, (data, samples) in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert mov_video_samples(tmp_path / name) == samples, name
+    assert mov_video_samples(tmp_path / "missing.mov") is None
