@@ -210,7 +210,9 @@ class Children:
                 if self.should_stop():
                     _kill(p1, p2)
                     raise Cancelled("cancelled while encoding.")
-                time.sleep(0.1)
+                # a wait, not a sleep: the next chunk starts the moment this one ends
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    (p2 if p2.poll() is None else p1).wait(timeout=0.1)
         except BaseException:
             _kill(p1, p2)
             raise
@@ -569,9 +571,13 @@ class Pipeline(Children):
             if self.should_stop():
                 self.cancel()
                 raise Cancelled("cancelled while encoding chunks.")
-            if all(r.state == "done" for r in rows) and not any(th.is_alive() for th in threads):
+            alive = [th for th in threads if th.is_alive()]
+            if not alive and all(r.state == "done" for r in rows):
                 break
-            time.sleep(0.5)
+            if alive:  # back at once when the last local chunk ends, not up to 0.5 s later
+                alive[0].join(timeout=0.5)
+            else:
+                time.sleep(0.5)  # the rest is in other workers' hands
         join_chunks([(Path(t.output), t.frames) for t in tasks], video, fps=job.plan.fps)
         for t in tasks:
             with contextlib.suppress(FileNotFoundError):
