@@ -95,19 +95,18 @@ def luma_error(a: vs.VideoNode, b: vs.VideoNode, n: int) -> float:
 
 def test_stabilise_keeps_detail_that_moves_with_the_picture_and_drops_shimmer() -> None:
     truth, shimmering, base = moving(7, noise=0.06)
-    steady = fl.stabilise_detail(shimmering, base, strength=1.0)
+    steady = fl.stabilise(shimmering, strength=1.0)
     for n in (2, 3, 4):  # frames with two neighbours on each side
         before, after = luma_error(shimmering, truth, n), luma_error(steady, truth, n)
-        assert after < 0.7 * before, (n, before, after)
+        assert after < 0.75 * before, (n, before, after)
     # the texture that pans with the picture is kept: still far closer to the truth than the
-    # smooth base it sits on
+    # smooth picture it sits on
     assert luma_error(steady, truth, 3) < 0.5 * luma_error(base, truth, 3)
-    # the tone is not touched: frame means stay
-    assert abs(frame(steady[3]).mean() - frame(truth[3]).mean()) < 2e-3
-    assert fl.stabilise_detail(shimmering, base, strength=0.0) is shimmering
+    assert abs(frame(steady[3]).mean() - frame(truth[3]).mean()) < 2e-3  # tone kept
+    assert fl.stabilise(shimmering, strength=0.0) is shimmering
 
 
 def test_stabilise_reaches_the_script() -> None:
     text = '[upscale]\nmodel = "realesr-animevideov3"\nscale = 2\nstabilise = 1.0\n'
     script = render_script(load_preset(text, source="t.toml", name="t"), media_info())
-    assert "stabilise=1.0" in script
+    assert "clip = fl.stabilise(clip, strength=1.0)" in script

@@ -347,7 +347,6 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
         f"clip = fl.upscale_esrgan(clip, model=upscale_model, scale={int(preset.upscale.scale)}, "
         f"tile={int(preset.upscale.tile)}, keep_tone={bool(preset.upscale.keep_tone)}, "
         + (f"detail={_num(preset.upscale.detail)}, " if preset.upscale.detail < 1 else "")
-        + (f"stabilise={_num(preset.upscale.stabilise)}, " if preset.upscale.stabilise else "")
         + f"{ai}"
         + (", tensorrt=True, engine_cache=engine_cache)" if preset.ai.tensorrt else ")")
     )
@@ -356,6 +355,11 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
         stages.append(rife)
     if plan.upscale:
         stages.insert(0 if preset.ai.order == "upscale-first" else len(stages), upscale)
+        if preset.upscale.stabilise:
+            stages.append(
+                f"clip = fl.stabilise(clip, strength={_num(preset.upscale.stabilise)})"
+                "  # detail coherent over time"
+            )
     return stages
 
 

@@ -511,7 +511,6 @@ def upscale_esrgan(
     precision: Precision = Precision.AUTO,
     keep_tone: bool = True,
     detail: float = 1.0,
-    stabilise: float = 0.0,
     tensorrt: bool = False,
     engine_cache: str = "",
 ) -> vs.VideoNode:
@@ -532,8 +531,6 @@ def upscale_esrgan(
         raise vs.Error("upscale_esrgan: tile must be 0 (off) or at least 32")
     if not 0.0 <= detail <= 1.0:
         raise vs.Error("upscale_esrgan: detail must be between 0 and 1")
-    if stabilise < 0:
-        raise vs.Error("upscale_esrgan: stabilise must be 0 (off) or positive")
     clip = to_rgb(clip)
     kind, net_scale = _esrgan_arch(model)
     onnx = model.rsplit(".", 1)[0] + ".onnx"
@@ -590,48 +587,41 @@ def upscale_esrgan(
         )
     if keep_tone:
         up = _transfer_low_frequencies(up, clip)
-    if detail < 1.0 or stabilise > 0:
+    if detail < 1.0:  # fidelity <-> detail: blend towards a plain resize of the source
         base = core.resize.Spline36(clip, up.width, up.height, format=up.format.id)
-        if detail < 1.0:  # fidelity <-> detail: blend towards a plain resize of the source
-            up = base if detail <= 0 else core.std.Merge(base, up, weight=detail)
-        if stabilise > 0 and detail > 0:
-            up = stabilise_detail(up, base, strength=stabilise)
+        up = base if detail <= 0 else core.std.Merge(base, up, weight=detail)
     return up
 
 
-def stabilise_detail(
-    clip: vs.VideoNode, base: vs.VideoNode, *, strength: float = 1.0
-) -> vs.VideoNode:
-    """Make the detail of ``clip`` over ``base`` (both RGBS, same size) coherent over time:
-    the luma of the detail layer ``clip - base`` is averaged along motion over +-2 frames
-    (MVTools MDegrain2), with the motion found on ``base``, which is smooth and stable.
-    Texture that follows the picture stays; texture a network invented differently in each
-    frame averages out. The tone (``base``) and the colour are not filtered. ``strength``
-    scales the SAD threshold above which a neighbour's block is not trusted. Costs about
-    0.1 s of one core a 1280x720 frame (luma only, whole-pixel motion: 0.45 s with half-pixel
-    motion on all three planes)."""
+def stabilise(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNode:
+    """Make the picture's fine detail coherent over time: luma averaged along motion over
+    +-2 frames (MVTools MDegrain2, half-pixel motion found on a lightly blurred copy), so
+    texture that follows the picture stays while what changes from frame to frame without
+    moving (compression shimmer, detail a network invented differently in each frame, the
+    softer look of interpolated frames next to real ones) averages out. ``strength`` scales
+    the SAD threshold above which a neighbour's block is not trusted (800 at 1: occlusions
+    and cuts keep their own frame). Chroma is not filtered. Input any format, output RGBS.
+
+    Measured on the shared bench after the upscaler and RIFE (720p24): flicker 4.08 -> 3.94,
+    PSNR-Y +0.08 dB, VMAF +0.15; the same filter on the network's detail layer alone gained
+    only 0.01 (the shimmer is mostly the source's compression, not the network). About 0.12 s
+    of one core a 1280x720 frame."""
     if strength <= 0:
         return clip
+    clip = to_rgb(clip)
     yuv = core.resize.Point(clip, format=vs.YUV444PS, matrix=1)
-    base_y = core.std.ShufflePlanes(
-        core.resize.Point(base, format=vs.YUV444PS, matrix=1), 0, vs.GRAY
-    )
-    # MVTools wants integers: the detail around mid-grey, the guide as it is, 16 bits
-    layer = core.std.Expr(
-        [core.std.ShufflePlanes(yuv, 0, vs.GRAY), base_y], "x y - 0.5 + 65535 *", format=vs.GRAY16
-    )
-    guide = core.std.Expr(base_y, "x 65535 *", format=vs.GRAY16)
+    luma = core.std.Expr(core.std.ShufflePlanes(yuv, 0, vs.GRAY), "x 65535 *", format=vs.GRAY16)
+    guide = core.std.BoxBlur(luma, hradius=1, vradius=1)  # motion from the picture, not its noise
     blk = 16 if clip.width * clip.height > 640 * 360 else 8
-    sup_guide = core.mv.Super(guide, pel=1)
-    sup_layer = core.mv.Super(layer, pel=1, levels=1)
+    sup_guide = core.mv.Super(guide, pel=2)
+    sup = core.mv.Super(luma, pel=2, levels=1)
     vectors = [
         core.mv.Analyse(sup_guide, isb=isb, delta=delta, blksize=blk, overlap=blk // 2)
         for delta in (1, 2)
         for isb in (True, False)
     ]
-    thsad = int(400 * strength)
-    layer = core.mv.Degrain2(layer, sup_layer, *vectors, thsad=thsad)
-    luma = core.std.Expr([layer, base_y], "x 65535 / 0.5 - y +", format=vs.GRAYS)
+    luma = core.mv.Degrain2(luma, sup, *vectors, thsad=int(800 * strength))
+    luma = core.std.Expr(luma, "x 65535 /", format=vs.GRAYS)
     out = core.std.ShufflePlanes([luma, yuv], [0, 1, 2], vs.YUV)
     out = core.resize.Point(out, format=vs.RGBS, matrix_in=1)
     return core.std.CopyFrameProps(out, clip)
