@@ -1,13 +1,14 @@
 """Upscalers on photoreal frames: each model against the ground truth of the shared bench
 (by hand, not in CI; realesrgan-x4plus takes ~20 s a 640x360 frame on 2 CPU cores).
 
-    .venv/bin/python bench/upscalers.py [CORPUS] [--frames 1] [--detail 1.0]
+    .venv/bin/python bench/upscalers.py [CORPUS] [--clips clip03,clip04]
 
 For one frame in the middle of each degraded clip (640x360), upscale x2 with a plain Spline36
 resize, realesr-animevideov3 and realesrgan-x4plus (keep_tone on, as the presets run them)
 and compare with the clean 1280x720 frame (gt_lowfps: the same instant): PSNR-Y and a
-high-frequency energy ratio (detail present / detail in the truth). Writes 1:1 crops
-(source | each model | truth) as PNG under bench/_work/upscalers/.
+high-frequency energy ratio (detail present / detail in the truth). animevideov3 also runs at
+``[upscale] detail = 0.5``. Writes 1:1 crops of the truth's most detailed 320x180 region
+(source x2 nearest | each model | truth) as PNG under bench/_work/upscalers/.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def hf(y: np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(y, axis=0))) + np.mean(np.abs(np.diff(y, axis=1))))
 
 
+def busiest(y: np.ndarray, size: tuple[int, int] = (320, 180), step: int = 16) -> tuple[int, int]:
+    """(x, y) of the ``size`` window of ``y`` with the most gradient energy."""
+    e = np.zeros_like(y)
+    e[:, 1:] += np.abs(np.diff(y, axis=1))
+    e[1:, :] += np.abs(np.diff(y, axis=0))
+    w, h = size
+    best = max(
+        (
+            (x, t)
+            for t in range(0, y.shape[0] - h + 1, step)
+            for x in range(0, y.shape[1] - w + 1, step)
+        ),
+        key=lambda p: float(e[p[1] : p[1] + h, p[0] : p[0] + w].sum()),
+    )
+    return best
+
+
 def upscale(rgb: np.ndarray, model: str | None, detail: float) -> np.ndarray:
     import vapoursynth as vs
 
@@ -73,18 +91,22 @@ def upscale(rgb: np.ndarray, model: str | None, detail: float) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("corpus", nargs="?", default=str(ROOT / "bench" / "_work" / "corpus"))
-    ap.add_argument("--detail", type=float, default=1.0)
+    ap.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     args = ap.parse_args()
+    wanted = set(filter(None, args.clips.split(",")))
     corpus = Path(args.corpus)
     out = ROOT / "bench" / "_work" / "upscalers"
     out.mkdir(parents=True, exist_ok=True)
-    models = {"spline36": None, "animevideov3": "realesr-animevideov3",
-              "x4plus": "realesrgan-x4plus"}  # fmt: skip
+    models = {"spline36": (None, 1.0), "animevideov3 d0.5": ("realesr-animevideov3", 0.5),
+              "animevideov3": ("realesr-animevideov3", 1.0),
+              "x4plus": ("realesrgan-x4plus", 1.0)}  # fmt: skip
     totals = {k: [] for k in models}
     print(f"{'clip':8} " + " ".join(f"{k:>22}" for k in models) + "   (PSNR-Y dB / HF ratio / s)")
     from PIL import Image
 
     for src in sorted((corpus / "degraded").glob("clip*.mp4")):
+        if wanted and src.stem not in wanted:
+            continue
         n = int(subprocess.run(
             ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
              "stream=nb_read_packets", "-of", "csv=p=0", str(src)],
@@ -93,17 +115,18 @@ def main() -> None:
         low = decode(src, i, (640, 360))
         truth = decode(corpus / "gt_lowfps" / f"{src.stem}.mkv", i, (1280, 720))
         cells = []
-        crops = [np.repeat(np.repeat(low[90:180, 160:320], 2, 0), 2, 1)]
-        for name, model in models.items():
+        x, y = busiest(luma(truth))
+        crops = [np.repeat(np.repeat(low[y // 2 : y // 2 + 90, x // 2 : x // 2 + 160], 2, 0), 2, 1)]
+        for name, (model, detail) in models.items():
             t0 = time.monotonic()
-            up = upscale(low, model, args.detail)
+            up = upscale(low, model, detail)
             dt = time.monotonic() - t0
             p = psnr(luma(up), luma(truth))
             r = hf(luma(up)) / hf(luma(truth))
             totals[name].append((p, r, dt))
             cells.append(f"{p:6.2f} / {r:4.2f} / {dt:5.1f}")
-            crops.append(up[180:360, 320:640])
-        crops.append(truth[180:360, 320:640])
+            crops.append(up[y : y + 180, x : x + 320])
+        crops.append(truth[y : y + 180, x : x + 320])
         Image.fromarray((np.concatenate(crops, axis=1) * 255).astype(np.uint8)).save(
             out / f"{src.stem}-crops.png"
         )
