@@ -77,7 +77,7 @@ class ClipStats:
     temporal_noise: float = 0.0
     # the same residual without motion compensation divided into it: < 1 where following the
     # motion explains the picture (a temporal denoiser is safe), ~1 where it does not
-    motion_fit: float = 0.0
+    motion_fit: float = 1.0
     saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
     saliency_y: list[float] = field(default_factory=list)  # ... per row bin
     # the sampled frames (uint8 RGB), kept in memory for registration; never serialised
@@ -226,6 +226,8 @@ def analyse_clip(
     clip = core.bs.VideoSource(path, cachemode=0)
     from vs_scripts.runtime.filters import range_props
 
+    if clip.format.color_family == vs.RGB:
+        matrix = 0  # RGB pictures (PNG, QuickTime Animation) carry no YUV matrix
     clip = core.std.SetFrameProps(
         clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
     )
@@ -251,15 +253,17 @@ def analyse_clip(
 
 def temporal_noise(clip, *, usable: int, samples: int = 6) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(temporal noise, motion fit) of ``clip`` (see :class:`ClipStats`), from MVTools'
-    compensation of each sampled frame from its two neighbours, on luma at most 960 wide."""
+    compensation of each sampled frame from its two neighbours, on luma (a centre crop of at
+    most 960x540 at the source's own resolution)."""
     import vapoursynth as vs
 
     core = vs.core
     if usable < 3:
         return 0.0, 1.0
-    y = core.resize.Point(clip, format=vs.GRAY16)
-    if y.width > 960:
-        y = core.resize.Bilinear(y, 960, max(2, round(960 * y.height / y.width / 2) * 2))
+    y = core.resize.Point(clip, format=vs.GRAY16, matrix_s="709")  # the matrix: RGB sources
+    if y.width > 960 or y.height > 540:  # a centre crop at the source's own scale: a downscale
+        w, h = min(960, y.width), min(540, y.height)  # would average the noise away
+        y = core.std.CropAbs(y, w, h, (y.width - w) // 4 * 2, (y.height - h) // 4 * 2)
     sup = core.mv.Super(y, pel=1)
     vectors = [core.mv.Analyse(sup, isb=b, delta=1, blksize=16, overlap=8) for b in (True, False)]
     # thscd2=255: never call a frame a scene change (MVTools would return it uncompensated)

@@ -333,8 +333,8 @@ def mov_video_samples(path: Path) -> int | None:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             boxes = list(_boxes(f, 0, size))
-            if not boxes or boxes[0][0] != b"ftyp":
-                return None
+            if not boxes or boxes[0][0] != b"ftyp" or boxes[-1][2] != size:
+                return None  # not QuickTime, or cut off after its moov (a faststart file)
             moov = [(start, end) for kind, start, end in boxes if kind == b"moov"]
             if len(moov) != 1:
                 return None

@@ -416,7 +416,7 @@ class Pipeline(Children):
                 "%s: delivered, but a file beside it could not be written (%s)", output.name, exc
             )
         with self._timed("still", timings):
-            self._still(job.src, output, job.plan, job.work)
+            self._still(job.src, output, job.plan, job.work, job.media)
 
     def _model_paths(self, plan: ScriptPlan) -> dict[str, str]:
         from daemon.engine.models import model_dir, require
@@ -662,7 +662,9 @@ class Pipeline(Children):
         )
         self._run_one(cmd, "mux")
 
-    def _still(self, src: Path, output: Path, plan: ScriptPlan, work: Path) -> None:
+    def _still(
+        self, src: Path, output: Path, plan: ScriptPlan, work: Path, media: MediaInfo
+    ) -> None:
         """``NAME.compare.png`` beside the output: source and result side by side at the
         middle of the clip. The output is already verified and delivered, so a failure here
         is logged, not fatal."""
@@ -677,7 +679,9 @@ class Pipeline(Children):
             at_seconds=at,
             height=height,
             ffmpeg=find_tool("ffmpeg"),
-            focus=detail_focus(output, at, window),  # where the detail is, not a blurred centre
+            # where the detail is, not a blurred centre; only where the source fills the frame
+            # as it does the still's source tile (no bars, no blurred fill beside it)
+            focus=detail_focus(output, at, window) if _fills(media, plan) else (0.5, 0.5),
         )
         try:
             self._run_one(cmd, "before/after still")
@@ -741,6 +745,14 @@ class ChunkSlot:
 
 #: an executor: waits (until ``should_stop``) for a free slot and holds it while in use
 Placer = Callable[[Callable[[], bool]], contextlib.AbstractContextManager[ChunkSlot]]
+
+
+def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
+    """Whether the output shows the source's picture edge to edge at the source's aspect."""
+    w, h = (
+        (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
+    )
+    return h > 0 and plan.height > 0 and abs(w / h - plan.width / plan.height) < 0.01
 
 
 def run_claimed_chunk(

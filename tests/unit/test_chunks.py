@@ -110,6 +110,7 @@ def test_a_quicktime_files_video_samples_come_from_its_sample_table(tmp_path: Pa
         "chunk.mov": (ftyp + box(b"wide") + mdat + moov, 240),
         "faststart.mp4": (ftyp + moov + mdat, 240),
         "cut-off.mov": (ftyp + mdat + moov[:-10], None),  # no complete moov: ffprobe counts
+        "cut-off-faststart.mp4": (ftyp + moov + mdat[:-10], None),  # moov, but frames missing
         "no-moov.mov": (ftyp + mdat, None),
         "fragmented.mp4": (ftyp + box(b"moov", trak(b"vide", 0), box(b"mvex")) + mdat, None),
         "two-videos.mov": (ftyp + box(b"moov", trak(b"vide", 1), trak(b"vide", 2)), None),

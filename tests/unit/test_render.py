@@ -95,3 +95,14 @@ def test_saliency_crop_focus_is_a_typed_number() -> None:
     right = [0.1] * 24 + [2.0] * 8
     assert crop_focus(flat, 0.316) == 0.5  # nothing stands out: a steady centre crop
     assert crop_focus(right, 0.316) == 1.0  # the subject at the right edge
+
+
+def test_the_stabiliser_runs_where_the_frame_is_smaller() -> None:
+    """x4 of a 720p source is 5120x2880: the 4K delivery is stabilised after the fit; x4 of
+    640x360 is smaller than 4K, so it is stabilised before."""
+    preset = load_preset_file(builtin_dir() / "youtube-4k.toml")
+    for size, after in (((1280, 720), True), ((640, 360), False)):
+        lines = render_script(preset, media(width=size[0], height=size[1])).splitlines()
+        fit = next(i for i, x in enumerate(lines) if x.startswith("clip = fl.fit_frame("))
+        stab = next(i for i, x in enumerate(lines) if x.startswith("clip = fl.stabilise("))
+        assert (stab > fit) is after, (size, lines[fit - 2 : fit + 3])

@@ -280,7 +280,9 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     res = A.JobResult("/o.mp4", 48, (1920, 1080), "24/1", {"encode": 1.5})
     A.write_result(tmp_path, res)
     assert A.read_result(tmp_path) == res
-    plan = A.ClipPlan("/a.mp4", Tuning(0.5, 1.2, True, 0.3), tmp_path / "a.cube", tmp_path / "a.j")
+    plan = A.ClipPlan(
+        "/a.mp4", Tuning(0.5, 1.2, True, 0.3, "degrain"), tmp_path / "a.cube", tmp_path / "a.j"
+    )
     A.write_plans(tmp_path, {"7": plan})
     assert A.read_plans(tmp_path) == {"7": plan}
     summary = A.BatchSummary("a.mp4", "marked", {"b.mp4": A.ClipDecision(False, "too different")})

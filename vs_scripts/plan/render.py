@@ -242,8 +242,8 @@ class Tuning:
     deblock: float | None = None
     denoise_strength: float | None = None
     lut: bool = False
-    denoiser: str | None = None  # which denoiser (DENOISE_FUNCS key), when the preset says auto
     focus: float | None = None  # where a saliency crop sits (0..1 along the cut axis)
+    denoiser: str | None = None  # which denoiser (DENOISE_FUNCS key), when the preset says auto
 
 
 def crop_axis(preset: Preset, media: MediaInfo) -> tuple[str, float] | None:
@@ -285,15 +285,22 @@ DEFAULT_DENOISER = "degrain"
 #: motion fit (residual with motion compensation / without) above which following the motion
 #: does not explain the picture (water, fire, confetti, noise): a temporal average would ghost
 MOTION_FIT_LIMIT = 0.7
+#: ... unless the picture hardly changes at all (mean |frame - its neighbours' average| below
+#: this, in 8-bit code values): a still shot's fit is ~1 because nothing moves, and averaging
+#: it over time is exactly right
+STILL_LIMIT = 2.5
 #: degrain strength per 8-bit code value of temporal noise; on the shared bench (temporal noise
-#: 0.97-1.25) it gives 2.7-3.5, where the best fixed strengths measured 2-4 per clip
+#: 0.97-1.41) it gives 2.7-3.95, where the best fixed strengths measured 2-4 per clip
 DEGRAIN_PER_NOISE = 2.8
 
 
-def choose_denoiser(motion_fit: float) -> str:
-    """``degrain`` where motion compensation explains the picture, else ``dfttest`` (spatial,
-    with a 3-frame window: no motion search to go wrong)."""
-    return DEFAULT_DENOISER if motion_fit < MOTION_FIT_LIMIT else "dfttest"
+def choose_denoiser(motion_fit: float, temporal_noise: float = 0.0) -> str:
+    """``degrain`` where motion compensation explains the picture or the picture is nearly
+    still, else ``dfttest`` (spatial, with a 3-frame window: no motion search to go wrong)."""
+    still = temporal_noise / motion_fit if motion_fit > 0 else 0.0  # the residual without MC
+    if motion_fit < MOTION_FIT_LIMIT or still < STILL_LIMIT:
+        return DEFAULT_DENOISER
+    return "dfttest"
 
 
 def tune(
@@ -311,7 +318,8 @@ def tune(
     edge ratio (1 = none), ``temporal_noise`` and ``motion_fit`` as the assessment measures
     them (``daemon.analysis.grading.temporal_noise``). With ``denoise = "auto"`` the
     denoiser is chosen too (:func:`choose_denoiser`)."""
-    denoiser = choose_denoiser(motion_fit) if preset.restore.denoise == "auto" else None
+    auto = preset.restore.denoise == "auto"
+    denoiser = choose_denoiser(motion_fit, temporal_noise) if auto else None
     if not preset.restore.auto:
         return Tuning(lut=lut, focus=focus, denoiser=denoiser)
     if (denoiser or preset.restore.denoise) == "degrain":  # a temporal denoiser: temporal noise
@@ -355,12 +363,23 @@ def _ai_lines(preset: Preset, plan: ScriptPlan) -> list[str]:
         stages.append(rife)
     if plan.upscale:
         stages.insert(0 if preset.ai.order == "upscale-first" else len(stages), upscale)
-        if preset.upscale.stabilise:
-            stages.append(
-                f"clip = fl.stabilise(clip, strength={_num(preset.upscale.stabilise)})"
-                "  # detail coherent over time"
-            )
     return stages
+
+
+def _stabilise_line(preset: Preset) -> str:
+    return (
+        f"clip = fl.stabilise(clip, strength={_num(preset.upscale.stabilise)})"
+        "  # detail coherent over time"
+    )
+
+
+def stabilise_after_fit(preset: Preset, media: MediaInfo, plan: ScriptPlan) -> bool:
+    """Whether the stabiliser runs on the delivered frame (after the fit) rather than on the
+    upscaled one: wherever it has fewer pixels (an x4 upscale of 720p is 5120x2880, its 4K
+    delivery a third of that)."""
+    sw, sh = display_size(media)
+    scale = preset.upscale.scale
+    return plan.width * plan.height < sw * scale * sh * scale
 
 
 def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None) -> str:
@@ -410,9 +429,11 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
         lines.append("# Strengths below come from this clip's assessment ([restore] auto = true).")
     if deblock > 0:
         lines.append(f"clip = fl.deblock(clip, strength={_num(deblock)})")
-    denoiser = tuning.denoiser or (DEFAULT_DENOISER if r.denoise == "auto" else r.denoise)
+    denoiser = r.denoise
+    if denoiser == "auto":  # the assessment's choice (a stale plan never overrides a pinned one)
+        denoiser = tuning.denoiser or DEFAULT_DENOISER
     if denoiser != "off" and denoise_strength > 0:
-        if tuning.denoiser:
+        if r.denoise == "auto" and tuning.denoiser:
             lines.append(f"# Denoiser {denoiser}: chosen by this clip's assessment.")
         lines.append(
             f"clip = fl.{DENOISE_FUNCS[denoiser]}(clip, strength={_num(denoise_strength)})"
@@ -425,6 +446,10 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
     if tuning.lut:
         lines.append("clip = fl.apply_lut(clip, lut=lut)  # the batch colour match (.cube)")
     lines += _ai_lines(preset, plan)
+    stabilise = plan.upscale and preset.upscale.stabilise > 0
+    late = stabilise and stabilise_after_fit(preset, media, plan)
+    if stabilise and not late:
+        lines.append(_stabilise_line(preset))
     focus = ""
     if f.fit == "saliency":
         where = 0.5 if tuning.focus is None else min(1.0, max(0.0, float(tuning.focus)))
@@ -437,6 +462,7 @@ def render_script(preset: Preset, media: MediaInfo, tuning: Tuning | None = None
     lines += [
         f"clip = fl.fit_frame(clip, width={plan.width}, height={plan.height}, "
         f"fit=fl.Fit.{FIT_NAMES[f.fit]}, kernel=fl.Kernel.{KERNEL_NAMES[f.scaler]}{focus})",
+        *([_stabilise_line(preset)] if late else []),
         f"clip = fl.to_output(clip, vs.{plan.vs_format}, matrix={oc.matrix}, "
         f"transfer={oc.transfer}, primaries={oc.primaries}, color_range={oc.range})",
         f"fl.check_output(clip, width={plan.width}, height={plan.height}, "

@@ -184,9 +184,15 @@ def denoise_dfttest(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNod
 
 
 def denoise_degrain(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNode:
-    """Motion-compensated temporal denoise (MVTools MDegrain2)."""
+    """Motion-compensated temporal denoise (MVTools MDegrain2). RGB is denoised as YUV 4:4:4
+    (MVTools takes only YUV and GRAY) and returned as it came."""
     if strength <= 0:
         return clip
+    if clip.format.color_family == vs.RGB:
+        yuv = core.resize.Point(clip, format=vs.YUV444P16, matrix_s="709")
+        out = core.resize.Point(denoise_degrain(yuv, strength=strength), format=clip.format.id,
+                                matrix_in_s="709")  # fmt: skip
+        return core.std.CopyFrameProps(out, clip)
     sup = core.mv.Super(clip, pel=2, sharp=2)
     bv2 = core.mv.Analyse(sup, isb=True, delta=2, blksize=16, overlap=8)
     bv1 = core.mv.Analyse(sup, isb=True, delta=1, blksize=16, overlap=8)
@@ -822,18 +828,11 @@ def stabilise_exposure(
         target = total / count
         return 1.0 if mean <= 1e-4 else min(1 + max_gain, max(1 - max_gain, target / mean))
 
-    # the gain is applied by an Expr per distinct gain (no numpy: importing it costs every
-    # vspipe, i.e. every chunk, 0.13 s of CPU)
-    scaled: dict[float, vs.VideoNode] = {1.0: clip}
-
+    # the frame's gain is applied by an Expr made for it (no numpy: importing it costs every
+    # vspipe, i.e. every chunk, 0.13 s of CPU); nothing shared between the calls, which run
+    # on several threads at once
     def apply(n: int, f: list[vs.VideoFrame]) -> vs.VideoNode:
         g = gain_of(n, f)
-        g = 1.0 if abs(g - 1.0) <= 1e-4 else g
-        if g not in scaled:
-            if len(scaled) > 64:
-                scaled.clear()
-                scaled[1.0] = clip
-            scaled[g] = core.std.Expr(clip, f"x {g!r} *")
-        return scaled[g]
+        return clip if abs(g - 1.0) <= 1e-4 else core.std.Expr(clip, f"x {g!r} *")
 
     return core.std.FrameEval(clip, apply, prop_src=shifted, clip_src=[clip])
