@@ -150,7 +150,7 @@ SCHEMA: tuple[Key, ...] = (
         0.0,
         "Temporal stabilisation after the AI stages: 0 = off, 1 = the default strength "
         "(luma averaged along motion over +-2 frames, so compression shimmer and texture the "
-        "network invents differently in each frame stop flickering; about 0.12 s of a core "
+        "network invents differently in each frame stop flickering; about 0.05 s of a core "
         "a 720p frame).",
         lo=0.0,
         hi=4.0,
