@@ -363,6 +363,12 @@ def container_args(preset: Preset) -> list[str]:
     return [*out, "-map_metadata", "-1", "-f", MUXERS[preset.preset.container]]
 
 
+def still_tile(height: int) -> tuple[int, int]:
+    """(width, height) of each tile of a ``height``-high still: even, 16:9."""
+    th = max(2, height // 4 * 2)
+    return max(2, round(th * 16 / 9) // 2 * 2), th
+
+
 def still_command(
     *,
     src: str,
@@ -385,8 +391,7 @@ def still_command(
     Tiles are padded to one size (black), so any input gives a ``2 * tile`` by ``height`` PNG.
     """
     t = f"{max(0.0, at_seconds):.3f}"
-    th = max(2, height // 4 * 2)  # even
-    tw = max(2, round(th * 16 / 9) // 2 * 2)
+    tw, th = still_tile(height)
     pad = f"pad={tw}:{th}:(ow-iw)/2:(oh-ih)/2,format=rgb24"
     fit = f"scale={tw}:{th}:force_original_aspect_ratio=decrease:flags=bicubic,setsar=1,{pad}"
     fx, fy = (min(1.0, max(0.0, float(v))) for v in focus)

@@ -52,7 +52,13 @@ from daemon.engine.measure import detail_focus, measure
 from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
-from vs_scripts.plan.render import ScriptPlan, model_args, plan_script, render_script
+from vs_scripts.plan.render import (
+    ScriptPlan,
+    display_size,
+    model_args,
+    plan_script,
+    render_script,
+)
 
 log = logging.getLogger(__name__)
 
@@ -670,8 +676,8 @@ class Pipeline(Children):
         is logged, not fatal."""
         tmp = work / f"compare.{os.getpid()}.png"
         at, height = plan.frame_count / float(plan.fps) / 2, min(540, plan.height)
-        tile_h = max(2, height // 4 * 2)  # the 1:1 crop's size, as still_command makes it
-        window = (min(1.0, tile_h * 16 / 9 / plan.width), min(1.0, tile_h / plan.height))
+        tile_w, tile_h = C.still_tile(height)  # the 1:1 crop's size
+        window = (min(1.0, tile_w / plan.width), min(1.0, tile_h / plan.height))
         cmd = C.still_command(
             src=str(src),
             output=str(output),
@@ -749,9 +755,7 @@ Placer = Callable[[Callable[[], bool]], contextlib.AbstractContextManager[ChunkS
 
 def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
     """Whether the output shows the source's picture edge to edge at the source's aspect."""
-    w, h = (
-        (media.height, media.width) if media.rotation in (90, 270) else (media.width, media.height)
-    )
+    w, h = display_size(media)
     return h > 0 and plan.height > 0 and abs(w / h - plan.width / plan.height) < 0.01
 
 

@@ -22,18 +22,23 @@ def frame(clip: vs.VideoNode) -> np.ndarray:
     return np.stack([np.asarray(f[p]) for p in range(3)])
 
 
-def textured(width: int = 48, height: int = 32) -> vs.VideoNode:
-    rng = np.random.default_rng(3)
-    pic = rng.random((3, height, width), dtype=np.float32)
-    clip = core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=1)
+def rgbs(pics: list[np.ndarray]) -> vs.VideoNode:
+    """An RGBS clip of ``pics``, one a frame: (3, h, w) planes, or (h, w) for all three."""
+    height, width = pics[0].shape[-2:]
+    blank = core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=len(pics))
 
     def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
         out = f.copy()
         for p in range(3):
-            np.asarray(out[p])[:] = pic[p]
+            np.asarray(out[p])[:] = pics[n][p] if pics[n].ndim == 3 else pics[n]
         return out
 
-    return core.std.ModifyFrame(clip, clip, fill)
+    return core.std.ModifyFrame(blank, blank, fill)
+
+
+def textured(width: int = 48, height: int = 32) -> vs.VideoNode:
+    rng = np.random.default_rng(3)
+    return rgbs([rng.random((3, height, width), dtype=np.float32)])
 
 
 def test_detail_zero_is_a_plain_resize_and_one_the_network(models_dir: Path, monkeypatch) -> None:
@@ -72,21 +77,10 @@ def moving(frames: int, *, noise: float, shift: int = 2, size: tuple[int, int] =
     tone = 0.3 + 0.4 * xx / (width + pad) + 0.1 * np.sin(yy / 9)
     texture = 0.08 * (rng.random((height, width + pad), dtype=np.float32) - 0.5)
 
-    def clip_of(pics: list[np.ndarray]) -> vs.VideoNode:
-        blank = core.std.BlankClip(width=width, height=height, format=vs.RGBS, length=frames)
-
-        def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-            out = f.copy()
-            for p in range(3):
-                np.asarray(out[p])[:] = pics[n]
-            return out
-
-        return core.std.ModifyFrame(blank, blank, fill)
-
     window = [slice(n * shift, n * shift + width) for n in range(frames)]
     truth = [tone[:, w] + texture[:, w] for w in window]
     noisy = [t + noise * (rng.random(t.shape, dtype=np.float32) - 0.5) for t in truth]
-    return clip_of(truth), clip_of(noisy), clip_of([tone[:, w] for w in window])
+    return rgbs(truth), rgbs(noisy), rgbs([tone[:, w] for w in window])
 
 
 def luma_error(a: vs.VideoNode, b: vs.VideoNode, n: int) -> float:

@@ -194,12 +194,19 @@ def denoise_degrain(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNod
                                 matrix_in_s="709")  # fmt: skip
         return core.std.CopyFrameProps(out, clip)
     sup = core.mv.Super(clip, pel=2, sharp=2)
-    bv2 = core.mv.Analyse(sup, isb=True, delta=2, blksize=16, overlap=8)
-    bv1 = core.mv.Analyse(sup, isb=True, delta=1, blksize=16, overlap=8)
-    fv1 = core.mv.Analyse(sup, isb=False, delta=1, blksize=16, overlap=8)
-    fv2 = core.mv.Analyse(sup, isb=False, delta=2, blksize=16, overlap=8)
     thsad = int(200 * strength)
-    return core.mv.Degrain2(clip, sup, bv1, fv1, bv2, fv2, thsad=thsad, thsadc=thsad)
+    vectors = _degrain2_vectors(sup, blksize=16, overlap=8)
+    return core.mv.Degrain2(clip, sup, *vectors, thsad=thsad, thsadc=thsad)
+
+
+def _degrain2_vectors(sup: vs.VideoNode, *, blksize: int, overlap: int) -> list[vs.VideoNode]:
+    """MVTools motion vectors of ``sup`` in the order Degrain2 takes them: backward and
+    forward one frame away, then two."""
+    return [
+        core.mv.Analyse(sup, isb=isb, delta=delta, blksize=blksize, overlap=overlap)
+        for delta in (1, 2)
+        for isb in (True, False)
+    ]
 
 
 def denoise_temporal(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNode:
@@ -623,11 +630,7 @@ def stabilise(clip: vs.VideoNode, *, strength: float = 1.0) -> vs.VideoNode:
     # -0.01 dB, flicker +0.01, VMAF -0.27)
     sup_guide = core.mv.Super(guide, pel=1)
     sup = core.mv.Super(luma, pel=1, levels=1)
-    vectors = [
-        core.mv.Analyse(sup_guide, isb=isb, delta=delta, blksize=blk, overlap=blk // 4)
-        for delta in (1, 2)
-        for isb in (True, False)
-    ]
+    vectors = _degrain2_vectors(sup_guide, blksize=blk, overlap=blk // 4)
     luma = core.mv.Degrain2(luma, sup, *vectors, thsad=int(800 * strength))
     luma = core.std.Expr(luma, "x 65535 /", format=vs.GRAYS)
     out = core.std.ShufflePlanes([luma, yuv], [0, 1, 2], vs.YUV)
