@@ -21,6 +21,8 @@ from daemon.runtime.states import JobState, TransitionError
 
 #: bumped whenever the tables change; stored in ``PRAGMA user_version``
 SCHEMA_VERSION = 4
+#: how long a reader waits for a queue file the daemon has made but not yet filled (seconds)
+SCHEMA_WAIT = 5.0
 
 SCHEMA = (
     CHUNKS_SCHEMA
@@ -154,12 +156,20 @@ class QueueReader:
                 "(`finishline daemon`) or name its root with --root."
             )
         uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        # a daemon starting this moment has made the file but not yet its tables: wait briefly
+        deadline = time.monotonic() + min(timeout, SCHEMA_WAIT)
         try:
             db = sqlite3.connect(
                 uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            while True:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {
+                    r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                if tables or version or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         except sqlite3.Error as exc:
             raise QueueUnavailable(f"{self.path}: cannot read the queue ({exc}).") from None
         check_version(self.path, version, tables)

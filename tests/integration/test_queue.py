@@ -198,3 +198,20 @@ def test_a_newer_schema_and_a_missing_queue_are_one_sentence(tmp_path: Path) -> 
     with pytest.raises(QueueUnavailable, match="no queue at"):
         Queue(tmp_path / "nowhere" / "queue.db", create=False)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_reader_waits_for_a_queue_the_daemon_is_still_creating(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    sqlite3.connect(path).close()  # the daemon's connect has made the file, not yet the tables
+    creating = threading.Timer(0.3, lambda: Queue(path).close())
+    creating.start()
+    try:
+        reader = QueueReader(path)  # sees the tables once the daemon has made them
+    finally:
+        creating.join()
+    assert reader.jobs() == []
+    reader.close()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(QueueUnavailable, match="not a finishline queue"):
+        QueueReader(empty, timeout=0.2)  # an empty file that stays empty: refused, not hung
