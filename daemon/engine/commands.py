@@ -280,38 +280,56 @@ def loudness_measure_command(
     ]
 
 
-def mux_command(
+def audio_command(
     preset: Preset,
     media: MediaInfo,
     plan: ScriptPlan,
     *,
-    video: str,
     src: str,
     output: str,
     loudness: Loudness | None = None,
     ffmpeg: str = "ffmpeg",
-) -> list[str]:
-    """Join the encoded video with the source's audio (re-encoded to the preset's codec)."""
+) -> list[str] | None:
+    """The delivered audio alone, in a QuickTime file the mux then copies: the source's first
+    audio stream aligned to the picture, exactly as long, loudness-normalised and encoded (or
+    silence where the preset asks for it). None when the output has no audio. It needs no
+    picture, so it runs while the video encodes. Copied from this file, the packets and the
+    decoded samples equal a direct encode into the output (AAC priming included), in every
+    container, when edit lists are set as the output's."""
     a = preset.audio
     duration = plan.frame_count / float(plan.fps)
+    if a.codec == "none":
+        return None
+    cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    if media.has_audio:
+        cmd += ["-i", media_arg(src)]
+        filters = audio_sync_filters(media, duration)
+        if a.loudness_lufs is not None:
+            filters.append(loudnorm_filter(preset, loudness))
+    elif a.missing == "silence":
+        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={channel_layout(a.channels)}"]
+        filters = [f"atrim=end={duration:.6f}"]
+    else:
+        return None
+    filters += audio_tail_filters(preset)
+    cmd += ["-map", "0:a:0", "-af", ",".join(filters), *audio_codec_args(preset)]
+    if _no_edit_lists(preset):
+        cmd += ["-use_editlist", "0"]
+    return [*cmd, "-map_metadata", "-1", "-f", "mov", output]
+
+
+def mux_command(
+    preset: Preset, *, video: str, audio: str | None, output: str, ffmpeg: str = "ffmpeg"
+) -> list[str]:
+    """The encoded video and the prepared audio (:func:`audio_command`) into the delivered
+    container, both copied."""
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     cmd += ["-i", media_arg(video)]
-    want_audio = a.codec != "none"
-    source_audio = want_audio and media.has_audio
-    silence = want_audio and not media.has_audio and a.missing == "silence"
-    if source_audio:
-        cmd += ["-i", media_arg(src)]
-    elif silence:
-        cmd += ["-f", "lavfi", "-i", f"anullsrc=r={a.sample_rate}:cl={channel_layout(a.channels)}"]
+    if audio is not None:
+        cmd += ["-i", media_arg(audio)]
     cmd += ["-map", "0:v:0", "-c:v", "copy", *video_tag_args(preset)]
-    if source_audio or silence:
-        filters = (
-            audio_sync_filters(media, duration) if source_audio else [f"atrim=end={duration:.6f}"]
-        )
-        if source_audio and a.loudness_lufs is not None:
-            filters.append(loudnorm_filter(preset, loudness))
-        filters += audio_tail_filters(preset)
-        cmd += ["-map", "1:a:0", "-af", ",".join(filters), *audio_codec_args(preset)]
+    if audio is not None:
+        cmd += ["-map", "1:a:0", "-c:a", "copy"]
     cmd += [*container_args(preset), output]
     return cmd
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from daemon.core.errors import AppError, EncodeError, ProbeError, QcError, Verif
 from daemon.core.files import atomic_write, partial_path
 from daemon.core.places import xdg_dir
 from daemon.core.probe import probe
-from daemon.core.tools import find_tool, media_arg, run_capture, tail
+from daemon.core.tools import find_tool, media_arg, pid_alive, run_capture, tail
 from daemon.engine import commands as C
 from daemon.engine.checks import Expected, Report, evaluate
 from daemon.engine.chunks import (
@@ -304,17 +305,28 @@ class Pipeline(Children):
         before = _identity(src)
         timings: list[StageTiming] = []
         job = self.prepare(src, plan, timings)
+        _sweep_orphans(job.work)
         # unique per run: a child orphaned by a hard kill can never write into a later run's file
         video = (
             job.work
             / f"video.{os.getpid()}.{time.monotonic_ns()}{C.intermediate_suffix(self.preset)}"
         )
+        audio = video.with_name(video.stem.replace("video.", "audio.", 1) + ".mov")
         partial = partial_path(output)
+        # the audio needs no picture: it is prepared while the video encodes, so on a machine
+        # with cores to spare it costs no time, and the mux after the encode only copies
+        pool = ThreadPoolExecutor(1, thread_name_prefix="audio")
         try:
-            with self._timed("encode", timings):
-                self._encode(job, video)
+            audio_ready = pool.submit(self._audio, job, audio, timings)
+            try:
+                with self._timed("encode", timings):
+                    self._encode(job, video)
+            except BaseException:
+                audio_ready.cancel()
+                self.cancel()  # the audio's ffmpeg too: the job ends here
+                raise
             with self._timed("mux", timings):
-                self._mux(job, video, partial)
+                self._mux(video, audio_ready.result(), partial)
             with self._timed("verify", timings):
                 report = self._verify(job, partial, output.name)
             if output.exists() and not overwrite:
@@ -328,8 +340,10 @@ class Pipeline(Children):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                video.unlink()
+            pool.shutdown(wait=True)
+            for path in (video, audio):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         # the output is delivered: nothing after this point may fail the job
         self._deliver_sidecars(output, plan, report, job, timings)
         result = Result(output, job.media, job.plan, job.work, job.script, timings)
@@ -640,31 +654,45 @@ class Pipeline(Children):
 
         return run_task
 
-    def _mux(self, job: Prepared, video: Path, out: Path) -> None:
+    def _audio(self, job: Prepared, out: Path, timings: list[StageTiming]) -> Path | None:
+        """The delivered audio into ``out`` (loudness measured first where the preset
+        normalises), or None when the output has none. Runs beside the encode."""
         media, plan, src = job.media, job.plan, job.src
         ffmpeg = find_tool("ffmpeg")
-        self.progress(Progress("mux"))
+        started = time.monotonic()
         loudness = None
-        duration = plan.frame_count / float(plan.fps)
-        if (
-            self.preset.audio.loudness_lufs is not None
-            and media.has_audio
-            and (self.preset.audio.codec != "none")
-        ):
+        if self.preset.audio.loudness_lufs is not None and media.has_audio:
             cmd = C.loudness_measure_command(
-                self.preset, media, src=str(src), duration=duration, ffmpeg=ffmpeg
+                self.preset,
+                media,
+                src=str(src),
+                duration=plan.frame_count / float(plan.fps),
+                ffmpeg=ffmpeg,
             )
-            res = self._run_one(cmd, "loudness measurement")
-            loudness = C.parse_loudnorm_json(res)
-        cmd = C.mux_command(
+            loudness = C.parse_loudnorm_json(self._run_one(cmd, "loudness measurement"))
+        cmd = C.audio_command(
             self.preset,
             media,
             plan,
-            video=str(video),
             src=str(src),
             output=str(out),
             loudness=loudness,
             ffmpeg=ffmpeg,
+        )
+        if cmd is None:
+            return None
+        self._run_one(cmd, "audio")
+        timings.append(StageTiming("audio", time.monotonic() - started))
+        return out
+
+    def _mux(self, video: Path, audio: Path | None, out: Path) -> None:
+        self.progress(Progress("mux"))
+        cmd = C.mux_command(
+            self.preset,
+            video=str(video),
+            audio=None if audio is None else str(audio),
+            output=str(out),
+            ffmpeg=find_tool("ffmpeg"),
         )
         self._run_one(cmd, "mux")
 
@@ -824,6 +852,16 @@ def detect_cuts(src: Path, *, threshold: float = 0.3) -> list[float]:
         timeout=3600,
     )
     return [float(m.group(1)) for m in re.finditer(r"pts_time:([\d.]+)", res.stderr)]
+
+
+def _sweep_orphans(work: Path) -> None:
+    """Remove the intermediates (``video.PID.N.*``, ``audio.PID.N.mov``) of runs whose process
+    is gone (a hard kill leaves them); a live run's files, even another process's, are kept."""
+    for path in work.glob("*.*.*.*"):
+        kind, pid = path.name.split(".")[:2]
+        if kind in ("video", "audio") and pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 _SETPRIV = shutil.which("setpriv")
