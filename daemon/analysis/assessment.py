@@ -4,6 +4,7 @@ fit each clip's match, bake the ``.cube`` files. Called by the engine's batch st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def plan_batch(
     ``NAME.cube`` per clip into ``work``. A clip that cannot be analysed is left out (its own
     job reports why)."""
     work.mkdir(parents=True, exist_ok=True)
-    stats, medias = _analyse(sources)
+    indexes = {key: index_base(work, key, src) for key, src in sources.items()}
+    stats, medias = _analyse(sources, indexes)
     if not stats:
         return None, {}
     ref_name, why = _reference(stats, reference)
@@ -77,14 +79,30 @@ def plan_batch(
             tuning.denoiser,
         )
         a_path = write_assessment(work / f"{key_stem(key, src)}.assessment.json", assessment)
-        plans[key] = ClipPlan(str(src), tuning, lut_path, a_path)
+        plans[key] = ClipPlan(
+            str(src), tuning, lut_path, a_path, cuts=tuple(st.cuts), index=indexes[key]
+        )
         decisions[st.name] = ClipDecision(match.applied, match.reason)
     summary = BatchSummary(ref_name, why, decisions)
     write_batch(work, summary)
     return summary, plans
 
 
-def _analyse(sources: dict[str, Path]) -> tuple[dict[str, colour.ClipStats], dict[str, object]]:
+def index_base(work: Path, key: str, src: Path) -> Path:
+    """Where the assessment writes a clip's BestSource index for its job to read: named by
+    the clip's size and time too, so a clip replaced under the same name is indexed anew."""
+    try:
+        st = src.stat()
+        stamp = f"{st.st_size}-{st.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    digest = hashlib.sha256(stamp.encode()).hexdigest()[:8]
+    return work.absolute() / f"{key_stem(key, src)}.{digest}.source"
+
+
+def _analyse(
+    sources: dict[str, Path], indexes: dict[str, Path]
+) -> tuple[dict[str, colour.ClipStats], dict[str, object]]:
     stats: dict[str, colour.ClipStats] = {}
     medias: dict[str, object] = {}
     for key, src in sources.items():
@@ -97,6 +115,7 @@ def _analyse(sources: dict[str, Path]) -> tuple[dict[str, colour.ClipStats], dic
                 transfer=sc.transfer,
                 primaries=sc.primaries,
                 color_range=sc.range,
+                index=str(indexes[key]),
             )
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
             log.info("%s: left out of the batch assessment (%s)", src.name, exc)

@@ -80,6 +80,8 @@ class ClipStats:
     motion_fit: float = 1.0
     saliency_x: list[float] = field(default_factory=list)  # share of saliency per column bin
     saliency_y: list[float] = field(default_factory=list)  # ... per row bin
+    # where every shot starts (seconds from the first frame): a chunk boundary there is free
+    cuts: list[float] = field(default_factory=list)
     # the sampled frames (uint8 RGB), kept in memory for registration; never serialised
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -218,12 +220,16 @@ def analyse_clip(
     color_range: int,
     samples: int = 12,
     small: tuple[int, int] = (320, 180),
+    index: str = "",
 ) -> ClipStats:
-    """Decode sampled frames with VapourSynth (in-process) and measure them."""
+    """Decode sampled frames with VapourSynth (in-process) and measure them. With ``index``
+    (a path without extension) BestSource's index is written there for the job's script to
+    read, so the clip is indexed (decoded end to end) once, not twice."""
     import vapoursynth as vs
 
     core = vs.core
-    clip = core.bs.VideoSource(path, cachemode=0)
+    cache = {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
+    clip = core.bs.VideoSource(path, **cache)
     from vs_scripts.runtime.filters import range_props
 
     if clip.format.color_family == vs.RGB:
@@ -233,13 +239,15 @@ def analyse_clip(
     )
     rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
     tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
-    stats = [
-        (float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"]))
-        for f in core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()
-    ]
+    stats, times, now = [], [], 0.0  # times: each frame's start, from the frame durations
+    for f in core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames():
+        stats.append((float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"])))
+        times.append(now)
+        now += f.props.get("_DurationNum", 1) / max(1, f.props.get("_DurationDen", 24))
     diffs = [d for d, _ in stats]
     med = float(np.median(diffs)) if diffs else 0.0
-    cut_at = next((i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)), None)
+    starts = [i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)]
+    cut_at = starts[0] if starts else None
     usable = cut_at or clip.num_frames
     idx = sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
     frames = [np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1) for i in idx]
@@ -248,6 +256,7 @@ def analyse_clip(
     means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
     out = analyse_frames(Path(path).name, frames, full, means, cut_at)
     out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable)
+    out.cuts = [round(times[i], 6) for i in starts]
     return out
 
 

@@ -272,6 +272,8 @@ class ClipPlan:
     tuning: Tuning
     lut: Path | None
     assessment: Path
+    cuts: tuple[float, ...] | None = None  # where shots start (s), when the assessment saw
+    index: Path | None = None  # the clip's BestSource index the assessment wrote (no suffix)
 
     def sidecars(self) -> dict[str, Path]:
         """Suffix -> file delivered beside the output."""
@@ -291,6 +293,8 @@ def write_plans(work: Path, plans: dict[str, ClipPlan]) -> Path:
                 "tuning": asdict(p.tuning),
                 "lut": str(p.lut) if p.lut else None,
                 "assessment": str(p.assessment),
+                "cuts": None if p.cuts is None else list(p.cuts),
+                "index": None if p.index is None else str(p.index),
             }
             for k, p in plans.items()
         },
@@ -307,6 +311,8 @@ def read_plans(work: Path) -> dict[str, ClipPlan] | None:
                 Tuning(**e["tuning"]),
                 Path(e["lut"]) if e["lut"] else None,
                 Path(e["assessment"]),
+                None if e.get("cuts") is None else tuple(float(t) for t in e["cuts"]),
+                Path(e["index"]) if e.get("index") else None,
             )
             for k, e in d.items()
         }

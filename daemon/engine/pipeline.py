@@ -101,6 +101,7 @@ class Prepared:
     work: Path
     script: Path
     cache: Path
+    cuts: tuple[float, ...] | None = None  # where shots start (s), from the assessment
 
 
 @dataclass(slots=True)
@@ -383,15 +384,18 @@ class Pipeline(Children):
             if lut is not None:
                 self._models["lut"] = str(Path(lut).resolve())
             script = work / SCRIPT
-            cache = work / "index"
-            cache.mkdir(exist_ok=True)
+            if plan is not None and plan.index is not None:
+                cache = plan.index.absolute()  # the assessment indexed the clip already
+            else:
+                cache = work / "index"
+                cache.mkdir(exist_ok=True)
             atomic_write(
                 script,
                 self._reproduction(script, src, cache) + render_script(self.preset, media, tuning),
             )
             frames = self._check_script(script, src, cache, splan)
             splan = dataclasses.replace(splan, frame_count=frames)
-        return Prepared(src, media, splan, work, script, cache)
+        return Prepared(src, media, splan, work, script, cache, plan.cuts if plan else None)
 
     def _reproduction(self, script: Path, src: Path, cache: Path) -> str:
         """Comment lines naming the exact command that reproduces this job's picture (every
@@ -538,7 +542,8 @@ class Pipeline(Children):
         max_len = chunk_length(c.seconds, float(job.plan.fps)) if c else 0
         if max_len <= 0 or total < max_len * 3 // 2:  # short clips run whole: see Chunking
             return [Chunk(0, 0, total)]
-        cuts = map_cuts(detect_cuts(job.src), float(job.plan.fps), total)
+        found = list(job.cuts) if job.cuts is not None else detect_cuts(job.src)
+        cuts = map_cuts(found, float(job.plan.fps), total)
         return plan_chunks(total, max_len=max_len, min_len=max(1, max_len // 2), cuts=cuts)
 
     def _encode_chunked(self, job: Prepared, video: Path, chunks: list[Chunk]) -> None:

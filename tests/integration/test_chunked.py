@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.analysis import grading
 from daemon.runtime.reader import QueueReader
 from daemon.runtime.states import JobState
 from tests.conftest import ffmpeg, make_clip
@@ -57,6 +58,21 @@ def test_a_chunked_run_is_the_unchunked_picture(tmp_path: Path, env: dict[str, s
     assert timestamps(chunked) == timestamps(whole)
     leftovers = [p.name for p in (tmp_path / "cache").rglob("chunks/*") if p.is_file()]
     assert not leftovers
+    # the assessment's one decoding pass gave the cut and the index both runs' scripts read
+    assert not list((tmp_path / "cache").rglob("index/*.bsindex"))
+    assert len(list((tmp_path / "cache").rglob("batch-*/cut.*.source.0.bsindex"))) == 1
+
+
+def test_the_assessment_finds_every_shot_start(tmp_path: Path) -> None:
+    src = cut_clip(tmp_path / "cut.mp4", seconds=1.0)
+    twice = tmp_path / "twice.mp4"  # cuts at 1.0 (inside the clip) and 2.0 (the copy)
+    ffmpeg("-i", str(src), "-i", str(src), "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]",
+           "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", str(twice))  # fmt: skip
+    st = grading.analyse_clip(
+        str(twice), matrix=1, transfer=1, primaries=1, color_range=0, index=str(tmp_path / "ix")
+    )
+    assert st.cuts == [1.0, 2.0, 3.0] and st.cut_at == 12
+    assert (tmp_path / "ix.0.bsindex").is_file()
 
 
 def test_lossy_chunks_keep_the_rate_and_every_timestamp(
