@@ -27,15 +27,18 @@ FL = ROOT / ".venv" / "bin" / "finishline"
 
 def run(label: str, cpus: str, src: Path, out: Path, preset: str, workers: int, chunk: float,
         env: dict[str, str]) -> float:  # fmt: skip
+    # a fresh work folder each: every run indexes and assesses the clip as a new job would
+    # (a shared one let later runs reuse the first run's index and assessment)
     cmd = ["taskset", "-c", cpus, str(FL), "process", str(src), "--preset", preset, "-q",
            "-o", str(out), "--overwrite", "--workers", str(workers),
-           "--chunk-seconds", str(chunk)]  # fmt: skip
+           "--chunk-seconds", str(chunk), "--work", str(out.with_suffix(".work"))]  # fmt: skip
     t0 = time.monotonic()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     dt = time.monotonic() - t0
     if res.returncode != 0:
         sys.exit(f"{label} failed: {res.stderr}")
-    print(f"{label:34} {dt:7.1f} s", flush=True)
+    stages = next((ln.split("; ")[1] for ln in res.stderr.splitlines() if "; probe " in ln), "")
+    print(f"{label:34} {dt:7.1f} s   {stages.strip()}", flush=True)
     return dt
 
 
