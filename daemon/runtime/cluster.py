@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "finishline"
 #: arguments that name a folder the script may create itself (not checked on the node)
 CREATED_BY_SCRIPT = frozenset({"engine_cache"})
+#: arguments that may name a file prefix (BestSource's index, PREFIX.N.bsindex): their folder
+#: is what must be visible
+PREFIXES = frozenset({"cache"})
 
 
 class ClusterError(AppError):
@@ -378,10 +381,13 @@ def _not_visible(task: ChunkTask) -> str | None:
     call = parse_vspipe(task.vspipe)
     wanted = [call.script, str(Path(task.output).parent)]
     wanted += [v for k, v in sorted(call.args.items()) if v.startswith("/") and k not in
-               CREATED_BY_SCRIPT]  # fmt: skip
+               CREATED_BY_SCRIPT | PREFIXES]  # fmt: skip
     for path in wanted:
         if not os.path.exists(path):
             return path
+    for k in PREFIXES & call.args.keys():
+        if not os.path.exists(call.args[k]) and not os.path.isdir(os.path.dirname(call.args[k])):
+            return call.args[k]
     return None
 
 
