@@ -415,7 +415,13 @@ def join_chunks(parts: Sequence[tuple[Path, int]], target: Path, *, fps: Fractio
     ffmpeg = find_tool("ffmpeg")
     fmt = "matroska" if target.suffix == ".mkv" else "mov"
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
-           "-i", str(listing), "-map", "0:v", "-c", "copy", "-f", fmt, str(target)]  # fmt: skip
+           "-i", str(listing), "-map", "0:v", "-c", "copy"]  # fmt: skip
+    if fmt == "matroska":
+        # Matroska keeps milliseconds: a chunk starting between two (frame 8 at 12 fps) would
+        # add its rounded start to its frames' rounded times, 1 ms off the unchunked file's.
+        # Its only codec here, FFV1, is intra-only, so packet N is frame N: time it exactly.
+        cmd += ["-bsf:v", f"setts=ts=N*{fps.denominator}/({fps.numerator}*TB)"]
+    cmd += ["-f", fmt, str(target)]
     try:
         res = run_capture(cmd, timeout=3600)
     finally:

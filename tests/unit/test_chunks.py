@@ -61,6 +61,27 @@ def test_cuts_outside_the_clip_are_ignored() -> None:
     assert ranges(plan_chunks(50, max_len=30, cuts=[0, -3, 50, 99])) == [(0, 25), (25, 50)]
 
 
+def test_boundaries_move_to_the_nearest_seek_point_but_cuts_stay() -> None:
+    # 1440 frames in 240s, keyframes (+ margin) near 258, 508, ...; a cut at 300
+    seeks = [258, 508, 758, 1008, 1258, 1400]
+    chunks = plan_chunks(1440, max_len=240, min_len=120, seeks=seeks)
+    assert ranges(chunks) == [(0, 258), (258, 508), (508, 758), (758, 1008), (1008, 1258),
+                              (1258, 1440)]  # fmt: skip
+    assert covers(chunks, 1440) and all(c.frames <= 240 + 240 // 4 for c in chunks)
+    cut = plan_chunks(1440, max_len=240, min_len=120, cuts=[300], seeks=seeks)
+    assert 300 in {c.start for c in cut} and covers(cut, 1440)
+    # a seek point further than a quarter chunk away is not taken
+    assert ranges(plan_chunks(480, max_len=240, seeks=[301])) == [(0, 240), (240, 480)]
+
+
+@pytest.mark.parametrize("seeks", [[1, 2, 3], [99], [49, 50, 51], list(range(100))])
+def test_snapping_never_makes_an_empty_or_backwards_chunk(seeks: list[int]) -> None:
+    for max_len in (10, 25, 40):
+        chunks = plan_chunks(100, max_len=max_len, min_len=max_len // 2, cuts=[50], seeks=seeks)
+        assert covers(chunks, 100) and all(c.frames > 0 for c in chunks)
+        assert 50 in {c.start for c in chunks}
+
+
 def test_lengths_context_and_cut_mapping() -> None:
     assert chunk_length(20, 24) == 480 and chunk_length(0, 24) == 0
     assert context_frames(rife=True, denoise_radius=0, stabilise=True) == 4

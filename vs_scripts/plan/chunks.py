@@ -1,8 +1,10 @@
 """Splitting a clip's output frames into chunks (pure, like Av1an's ``extra_splits``).
 
 Chunks are half-open ranges ``[start, end)`` of *output* frames, cut at scene cuts (a chunk
-boundary there costs nothing: the encoder starts a GOP at a cut anyway) and at most
-``max_len`` frames long; a piece shorter than ``min_len`` is merged into its neighbour.
+boundary there costs nothing: the encoder starts a GOP at a cut anyway) and about ``max_len``
+frames long; a piece shorter than ``min_len`` is merged into its neighbour. A boundary that
+is not a cut then moves (by up to a quarter of ``max_len``) to where the source has a keyframe
+just before it, so a chunk does not first decode most of a GOP it never shows.
 
 Every chunk is rendered from the whole clip's script with vspipe's frame range, so the
 context a stage needs from outside the range (RIFE's next source frame, the temporal
@@ -13,6 +15,7 @@ never encoded: a chunked picture is the unchunked picture, frame for frame.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,10 +33,18 @@ class Chunk:
 
 
 def plan_chunks(
-    total_frames: int, *, max_len: int, min_len: int = 1, cuts: Iterable[int] = ()
+    total_frames: int,
+    *,
+    max_len: int,
+    min_len: int = 1,
+    cuts: Iterable[int] = (),
+    seeks: Iterable[int] = (),
 ) -> list[Chunk]:
     """Half-open ranges covering ``[0, total_frames)``. ``cuts`` are output frames where a new
-    shot starts; ``max_len`` <= 0 means one chunk for the whole clip."""
+    shot starts; ``max_len`` <= 0 means one chunk for the whole clip. ``seeks`` are output
+    frames where the source can be entered without decoding what comes before (just after a
+    source keyframe): a boundary that is not a cut moves to the nearest one within a quarter
+    of ``max_len``, so a chunk does not first decode up to a whole GOP it never shows."""
     if total_frames <= 0:
         return []
     if max_len <= 0 or total_frames <= max_len:
@@ -52,7 +63,24 @@ def plan_chunks(
             merged += _even(pa, b, max_len)
             continue
         merged.append((a, b))
-    return [Chunk(i, a, b) for i, (a, b) in enumerate(merged)]
+    edges = [a for a, _ in merged[1:]] + [total_frames]
+    edges = _snapped(edges, set(bounds), sorted(set(seeks)), max_len // 4)
+    return [Chunk(i, a, b) for i, (a, b) in enumerate(itertools.pairwise([0, *edges]))]
+
+
+def _snapped(edges: list[int], fixed: set[int], seeks: list[int], slack: int) -> list[int]:
+    """Each edge not in ``fixed`` (the last edge, the clip's end, always is) moved to its
+    nearest seek point within ``slack``, as long as the edges stay in order with no empty
+    piece between them."""
+    out: list[int] = []
+    for i, e in enumerate(edges):
+        if e not in fixed and seeks:
+            j = bisect.bisect_left(seeks, e)
+            near = min(seeks[max(0, j - 1) : j + 1], key=lambda k: abs(k - e))
+            if abs(near - e) <= slack and (out[-1] if out else 0) < near < edges[i + 1]:
+                e = near
+        out.append(e)
+    return out
 
 
 def _even(a: int, b: int, max_len: int) -> list[tuple[int, int]]:
