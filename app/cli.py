@@ -439,7 +439,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         for name, why in s.not_applied().items():
             print(f"  {name}: {why}", file=sys.stderr)
     chunk_store = None
-    if args.chunk_seconds > 0 or pool is not None:
+    if args.chunk_seconds > 0 or pool is not None or len(slots) > 1:
         from daemon.engine.chunks import ChunkStore
 
         chunk_store = ChunkStore(engine.work_root / "chunks.db")
@@ -513,7 +513,7 @@ def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-unt
     return pool
 
 
-def _chunking(args: argparse.Namespace, store, engine, src: Path, slots, pool=None):  # type: ignore[no-untyped-def]
+def _chunking(args: argparse.Namespace, store, engine, src: Path, shared, pool=None):  # type: ignore[no-untyped-def]
     from daemon.engine.chunks import worker_name
     from daemon.engine.pipeline import Chunking
 
@@ -534,23 +534,31 @@ def _chunking(args: argparse.Namespace, store, engine, src: Path, slots, pool=No
         store=store,
         job=str(engine.work_dir(src)),
         seconds=args.chunk_seconds,
-        workers=len(slots),
+        workers=shared.size,
         worker=worker_name("process"),
-        envs=tuple(s.env() for s in slots),
+        slots=shared,
     )
 
 
 def _finish_all(
     args, engine, targets, assessment, store=None, slots=(), pool=None
 ) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
-    """Run each clip through the engine, drawing progress; returns the finished outputs by
-    source name and the number that failed (``None`` when interrupted)."""
+    """Run the clips through the engine, drawing progress; returns the finished outputs by
+    source name and the number that failed (``None`` when interrupted). With several local
+    slots, up to that many clips are in flight at once: their encodes (whole clips or chunks)
+    share the slots, and one clip's probe, mux and checks run beside another's encode."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from daemon.engine.pipeline import SlotPool
     from vs_scripts.plan.errors import AppError
 
+    shared = SlotPool(slots) if slots else None
     finished: dict[str, Path] = {}
     failed = 0
     with _progress_ui(enabled=not args.quiet) as ui:
-        for src, target in targets.items():
+
+        def one(src: Path, target: Path) -> None:
+            nonlocal failed
             try:
                 result = engine.finish(
                     src,
@@ -558,33 +566,49 @@ def _finish_all(
                     plan=assessment.plans.get(str(src)),
                     progress=ui.callback(src.name),
                     overwrite=args.overwrite,
-                    chunking=_chunking(args, store, engine, src, slots, pool),
+                    chunking=_chunking(args, store, engine, src, shared, pool),
                 )
-            except KeyboardInterrupt:
-                engine.cancel()
-                ui.stop()
-                _err("interrupted; the source is untouched and no output was written.")
-                return finished, None
             except AppError as exc:  # report and go on with the next clip
+                if engine.should_stop():
+                    return
                 ui.fail(src.name)
                 _err(str(exc))
                 report = getattr(exc, "report", None)
                 if callable(report) and args.verbose:
                     print(report(), file=sys.stderr)
                 failed += 1
-                continue
+                return
             ui.done(src.name)
             finished[src.name] = result.output
-            timing = ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in result.timings)
-            print(f"{result.output}", flush=True)
-            for note in result.plan.notes:
-                print(f"  note: {note}", file=sys.stderr)
-            print(
-                f"  {result.plan.width}x{result.plan.height} {result.plan.fps} fps, "
-                f"{result.plan.frame_count} frames; {timing}; script: {result.script}",
-                file=sys.stderr,
-            )
+            _print_result(result)
+
+        places = pool.slots(pool.cfg.needs(engine.preset.name)) if pool else len(slots)
+        at_once = places if len(targets) > 1 else 1
+        with ThreadPoolExecutor(max(1, at_once), thread_name_prefix="clip") as clips:
+            futures = [clips.submit(one, src, target) for src, target in targets.items()]
+            try:
+                for future in futures:
+                    future.result()
+            except KeyboardInterrupt:
+                engine.stop()
+                for future in futures:
+                    future.cancel()
+                ui.stop()
+                _err("interrupted; the source is untouched and no output was written.")
+                return finished, None
     return finished, failed
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    timing = ", ".join(f"{t.stage} {t.seconds:.1f}s" for t in result.timings)
+    print(f"{result.output}", flush=True)
+    for note in result.plan.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    print(
+        f"  {result.plan.width}x{result.plan.height} {result.plan.fps} fps, "
+        f"{result.plan.frame_count} frames; {timing}; script: {result.script}",
+        file=sys.stderr,
+    )
 
 
 def _manifest(args: argparse.Namespace) -> dict[str, object] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,11 @@ class Engine:
         self.preset = preset
         self.work_root = work_root or default_work_root()
         self.threads = threads
-        self.should_stop = should_stop or (lambda: False)
+        given = should_stop or (lambda: False)
+        self._stopped = threading.Event()
+        self.should_stop = lambda: self._stopped.is_set() or given()
         self.env = env  # the children's environment: the caller's device slot
-        self._current: Pipeline | None = None
+        self._running: set[Pipeline] = set()  # several at once when clips share a SlotPool
 
     @property
     def needs_assessment(self) -> bool:
@@ -119,11 +122,11 @@ class Engine:
             env=self.env,
             chunking=chunking,
         )
-        self._current = pipe
+        self._running.add(pipe)
         try:
             return pipe.run(src, output, overwrite=overwrite, plan=plan)
         finally:
-            self._current = None
+            self._running.discard(pipe)
 
     def prepare(self, src: Path, *, plan: ClipPlan | None = None) -> Prepared:
         """Probe ``src`` and write and check the script :meth:`finish` would run (nothing
@@ -136,10 +139,14 @@ class Engine:
 
         return job_work_dir(self.work_root.absolute(), Path(src).absolute(), self.preset)
 
+    def stop(self) -> None:
+        """Stop every run for good: they end as cancelled, their children killed."""
+        self._stopped.set()
+        self.cancel()
+
     def cancel(self) -> None:
         """Kill the running children (safe from another thread or a signal handler)."""
-        pipe = self._current
-        if pipe is not None:
+        for pipe in list(self._running):
             pipe.cancel()
 
     # -- sequences --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from daemon.engine.chunks import (
     run_chunk,
 )
 from daemon.engine.measure import detail_focus, measure
+from daemon.engine.slots import Slot
 from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
@@ -501,7 +502,8 @@ class Pipeline(Children):
         vspipe_cmd, enc_cmd = self._commands(job, str(video))
         total = job.plan.frame_count
         self.progress(Progress("encode", 0, total))
-        self._run_pipe(vspipe_cmd, enc_cmd, total, self._encode_progress(total))
+        with self._local_slot(0) as env:  # other clips of the run may hold the others
+            self._run_pipe(vspipe_cmd, enc_cmd, total, self._encode_progress(total), env=env)
         if not video.exists() or video.stat().st_size == 0:
             raise EncodeError(
                 "encode",
@@ -542,9 +544,19 @@ class Pipeline(Children):
         max_len = chunk_length(c.seconds, float(job.plan.fps)) if c else 0
         if max_len <= 0 or total < max_len * 3 // 2:  # short clips run whole: see Chunking
             return [Chunk(0, 0, total)]
+        fps = float(job.plan.fps)
         found = list(job.cuts) if job.cuts is not None else detect_cuts(job.src)
-        cuts = map_cuts(found, float(job.plan.fps), total)
-        return plan_chunks(total, max_len=max_len, min_len=max(1, max_len // 2), cuts=cuts)
+        # a chunk starting a few source frames after a keyframe reads its context (the frames
+        # before its first one that the temporal stages look at) without decoding a whole GOP
+        margin = SEEK_MARGIN / float(job.media.fps or 24)
+        keys = [t - job.media.start_time + margin for t in source_keyframes(job.src)]
+        return plan_chunks(
+            total,
+            max_len=max_len,
+            min_len=max(1, max_len // 2),
+            cuts=map_cuts(found, fps, total),
+            seeks=map_cuts(keys, fps, total),
+        )
 
     def _encode_chunked(self, job: Prepared, video: Path, chunks: list[Chunk]) -> None:
         """Write the plan, work through its chunks (with ``chunking.workers`` local threads;
@@ -615,18 +627,16 @@ class Pipeline(Children):
         c = self.chunking
         assert c is not None
         name = f"{c.worker}/{i}" if c.workers > 1 else c.worker
-        env = c.envs[i] if i < len(c.envs) else None
-
-        def run_pipe(first, second, total, on_frames):  # type: ignore[no-untyped-def]
-            self._run_pipe(first, second, total, on_frames, env=env)
-
         try:
             while not self.should_stop():
                 if c.place is None:
-                    row = c.store.claim(name, job=c.job)
-                    if row is None:
-                        return
-                    run_claimed_chunk(c.store, row, run_pipe, max_attempts=c.max_attempts)
+                    with self._local_slot(i) as env:  # a free slot of this machine, then a chunk
+                        row = c.store.claim(name, job=c.job)
+                        if row is None:
+                            return
+                        run_claimed_chunk(
+                            c.store, row, self._pipe_in(env), max_attempts=c.max_attempts
+                        )
                     continue
                 with c.place(self.should_stop) as slot:  # a free slot elsewhere, then a chunk
                     row = c.store.claim(f"{name}@{slot.name}", job=c.job)
@@ -635,7 +645,7 @@ class Pipeline(Children):
                     run_claimed_chunk(
                         c.store,
                         row,
-                        run_pipe,
+                        self._pipe_in(None),  # unused: run_task runs the chunk there
                         max_attempts=c.max_attempts,
                         run_task=self._stoppable(slot.run),
                     )
@@ -644,6 +654,23 @@ class Pipeline(Children):
                 errors.append(exc)
         except BaseException as exc:  # reported by the job's loop
             errors.append(exc)
+
+    @contextlib.contextmanager
+    def _local_slot(self, i: int) -> Iterator[dict[str, str] | None]:
+        """The children's environment for local chunk worker ``i``: a slot taken from the
+        shared pool for as long as the chunk runs, or worker ``i``'s own slot."""
+        c = self.chunking
+        if c is not None and c.slots is not None:
+            with c.slots.take(self.should_stop) as slot:
+                yield slot.env()
+        else:
+            yield c.envs[i] if c is not None and i < len(c.envs) else None
+
+    def _pipe_in(self, env: dict[str, str] | None) -> PipeRunner:
+        def run_pipe(first, second, total, on_frames):  # type: ignore[no-untyped-def]
+            self._run_pipe(first, second, total, on_frames, env=env)
+
+        return run_pipe
 
     def _stoppable(self, run: ChunkRunner) -> ChunkRunner:
         """``run`` whose progress callback raises :class:`Cancelled` once we stop (a runner
@@ -765,11 +792,39 @@ class Chunking:
     worker: str = "local"
     max_attempts: int = 3
     envs: tuple[dict[str, str], ...] = ()  # local worker i's children's environment (its slot)
+    slots: SlotPool | None = None  # instead: this machine's slots, shared with other jobs
     place: Placer | None = None  # chunks run elsewhere (a cluster): waits for a free slot there
     always: bool = False  # even a short clip is one chunk (run where ``place`` puts it)
 
 
 ChunkRunner = Callable[[ChunkTask, Callable[[int, float], None]], None]
+
+
+class SlotPool:
+    """This machine's device slots, shared by the jobs one process runs at once: an encode
+    (a chunk or a whole clip) holds a free slot while it runs, so N slots never run more than
+    N encodes, whichever clips they belong to, and a clip's probe, mux and checks run beside
+    other clips' encodes."""
+
+    def __init__(self, slots: Sequence[Slot]) -> None:
+        self._free = list(slots)
+        self.size = len(self._free)
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self, should_stop: Callable[[], bool]) -> Iterator[Slot]:
+        with self._cond:
+            while not self._free:
+                if should_stop():
+                    raise Cancelled("cancelled while waiting for a free slot.")
+                self._cond.wait(timeout=0.2)
+            slot = self._free.pop(0)
+        try:
+            yield slot
+        finally:
+            with self._cond:
+                self._free.append(slot)
+                self._cond.notify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,6 +922,37 @@ def _sweep_orphans(work: Path) -> None:
         if kind in ("video", "audio") and pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+#: source frames after a keyframe where a chunk may start: more than any stage's reach back
+#: (the exposure stabiliser's 4, the temporal denoisers' radius), so it decodes from that key
+SEEK_MARGIN = 8
+
+
+def source_keyframes(src: Path) -> list[float]:
+    """The times (s) of the source's video keyframes, from its packets (no decoding)."""
+    res = run_capture(
+        [
+            find_tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "csv=p=0",
+            media_arg(src),
+        ],
+        timeout=600,
+    )
+    out = []
+    for line in res.stdout.splitlines():
+        t, _, flags = line.partition(",")
+        with contextlib.suppress(ValueError):
+            if flags.startswith("K"):
+                out.append(float(t))
+    return sorted(out)
 
 
 _SETPRIV = shutil.which("setpriv")

@@ -96,6 +96,29 @@ def test_lossy_chunks_keep_the_rate_and_every_timestamp(
     )
 
 
+def running_slots(proc: subprocess.Popen[bytes], env: dict[str, str]) -> list[dict[str, str]]:
+    """Until ``proc`` ends: at each look, the vspipe children running (of this test's
+    environment), as CUDA_VISIBLE_DEVICES -> FINISHLINE_THREADS."""
+    looks: list[dict[str, str]] = []
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        now: dict[str, str] = {}
+        for pid in subprocess.run(["pgrep", "-f", "vspipe -c y4m"], capture_output=True,
+                                  text=True).stdout.split():  # fmt: skip
+            try:
+                raw = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            child = dict(
+                x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x
+            )
+            if child.get("XDG_RUNTIME_DIR") == env["XDG_RUNTIME_DIR"]:
+                now[child.get("CUDA_VISIBLE_DEVICES", "?")] = child.get("FINISHLINE_THREADS", "?")
+        looks.append(now)
+        time.sleep(0.1)
+    return looks
+
+
 def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -> None:
     """Two workers, two (pinned) GPUs: each vspipe child sees its own CUDA_VISIBLE_DEVICES and
     a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
@@ -107,30 +130,38 @@ def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -
          "-o", str(tmp_path / "o.mp4"), "--chunk-seconds", "1", "--workers", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    seen: dict[str, str] = {}
     try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and len(seen) < 2 and time.monotonic() < deadline:
-            for pid in subprocess.run(["pgrep", "-f", "vspipe -c y4m"], capture_output=True,
-                                      text=True).stdout.split():  # fmt: skip
-                try:
-                    raw = Path(f"/proc/{pid}/environ").read_bytes()
-                except OSError:
-                    continue
-                child = dict(
-                    x.split("=", 1) for x in raw.decode(errors="replace").split("\0") if "=" in x
-                )
-                if child.get("XDG_RUNTIME_DIR") == env["XDG_RUNTIME_DIR"]:
-                    seen[child.get("CUDA_VISIBLE_DEVICES", "?")] = child.get(
-                        "FINISHLINE_THREADS", "?"
-                    )
-            time.sleep(0.1)
+        seen = {k: v for look in running_slots(proc, env) for k, v in look.items()}
     finally:
         _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
     assert set(seen) == {"0", "1"}, seen
     cores = len(os.sched_getaffinity(0))
     assert sum(int(v) for v in seen.values()) == max(2, cores)
+
+
+def test_two_workers_finish_two_short_clips_at_once(tmp_path: Path, env: dict[str, str]) -> None:
+    """Clips too short to chunk: with two workers, two clips are encoded at the same time,
+    each in its own slot, and every clip is delivered."""
+    clips = [
+        make_clip(tmp_path / f"c{i}.mp4", size="320x180", fps="24", seconds=2.0) for i in range(3)
+    ]
+    env = {**env, "FINISHLINE_GPUS": "2"}
+    proc = subprocess.Popen(
+        [str(BIN / "finishline"), "process", *map(str, clips), "--preset", "slow-x265", "-q",
+         "-o", str(tmp_path / "out"), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        looks = running_slots(proc, env)
+    finally:
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert {"0", "1"} in [set(look) for look in looks]  # both slots busy at one moment
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == [
+        "c0.slow-x265.mp4", "c1.slow-x265.mp4", "c2.slow-x265.mp4",
+    ]  # fmt: skip
+    assert len(out.decode().split()) == 3
 
 
 def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
