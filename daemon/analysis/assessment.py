@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from daemon.analysis import grading as colour
@@ -19,6 +20,7 @@ from daemon.core.artifacts import (
 )
 from daemon.core.files import short_name
 from daemon.core.probe import probe
+from daemon.core.tools import usable_cores
 from vs_scripts.plan.errors import AppError
 from vs_scripts.plan.preset import Preset
 from vs_scripts.plan.render import crop_axis, crop_focus, source_colour, tune
@@ -103,9 +105,12 @@ def index_base(work: Path, key: str, src: Path) -> Path:
 def _analyse(
     sources: dict[str, Path], indexes: dict[str, Path]
 ) -> tuple[dict[str, colour.ClipStats], dict[str, object]]:
-    stats: dict[str, colour.ClipStats] = {}
-    medias: dict[str, object] = {}
-    for key, src in sources.items():
+    """Every clip's stats and probe, several clips at once (VapourSynth and numpy release the
+    GIL while they work), as many as there are cores."""
+    colour.load_colour_science()  # once, here: its import is not safe from several threads
+
+    def one(key: str) -> tuple[colour.ClipStats, object] | None:
+        src = sources[key]
         try:
             media = probe(src)
             sc, _ = source_colour(media)
@@ -119,10 +124,14 @@ def _analyse(
             )
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
             log.info("%s: left out of the batch assessment (%s)", src.name, exc)
-            continue
+            return None
         st.name = src.name
-        stats[key] = st
-        medias[key] = media
+        return st, media
+
+    with ThreadPoolExecutor(max(1, min(len(sources), usable_cores()))) as pool:
+        results = dict(zip(sources, pool.map(one, sources), strict=True))
+    stats = {key: r[0] for key, r in results.items() if r is not None}
+    medias = {key: r[1] for key, r in results.items() if r is not None}
     return stats, medias
 
 

@@ -42,6 +42,12 @@ def _colour():  # type: ignore[no-untyped-def]
     return colour
 
 
+def load_colour_science() -> None:
+    """Import colour-science now (seconds), before threads need it: its import quietens
+    warnings process-wide for a moment, which is not safe from several threads at once."""
+    _colour()
+
+
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     c = _colour()
     return c.XYZ_to_Lab(c.sRGB_to_XYZ(np.clip(rgb, 0.0, 1.0)))
@@ -238,26 +244,49 @@ def analyse_clip(
         clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
     )
     rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
+    luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
     tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+
+    def rgb_at(i: int) -> np.ndarray:
+        return np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1)
+
+    def luma_at(i: int) -> np.ndarray:
+        return np.asarray(luma_clip.get_frame(i)[0]).copy()
+
+    # the samples a clip without a cut gets are taken as the pass goes by (the source frame is
+    # still in BestSource's cache), not by seeking back to them afterwards: a decode saved
+    guess = _sample_indices(clip.num_frames, samples)
+    taken: dict[tuple[str, int], np.ndarray] = {}
     stats, times, now = [], [], 0.0  # times: each frame's start, from the frame durations
-    for f in core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames():
+    for i, f in enumerate(core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()):
         stats.append((float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"])))
         times.append(now)
         now += f.props.get("_DurationNum", 1) / max(1, f.props.get("_DurationDen", 24))
+        if i in guess:
+            taken["rgb", i] = rgb_at(i)
+        if i in guess[:: max(1, len(guess) // 4)]:
+            taken["luma", i] = luma_at(i)
     diffs = [d for d, _ in stats]
     med = float(np.median(diffs)) if diffs else 0.0
     starts = [i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)]
     cut_at = starts[0] if starts else None
     usable = cut_at or clip.num_frames
-    idx = sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
-    frames = [np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1) for i in idx]
-    luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
-    full = [np.asarray(luma_clip.get_frame(i)[0]).copy() for i in idx[:: max(1, len(idx) // 4)]]
+    idx = _sample_indices(usable, samples)
+    frames = [taken["rgb", i] if ("rgb", i) in taken else rgb_at(i) for i in idx]
+    full = [
+        taken["luma", i] if ("luma", i) in taken else luma_at(i)
+        for i in idx[:: max(1, len(idx) // 4)]
+    ]
     means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
     out = analyse_frames(Path(path).name, frames, full, means, cut_at)
     out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable)
     out.cuts = [round(times[i], 6) for i in starts]
     return out
+
+
+def _sample_indices(usable: int, samples: int) -> list[int]:
+    """``samples`` frames spread evenly over the first ``usable`` (first and last included)."""
+    return sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
 
 
 def temporal_noise(clip, *, usable: int, samples: int = 6) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -93,3 +93,12 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: `taskset`, cgroups' cpusets), not
+    every core the machine has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

@@ -13,6 +13,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from daemon.core.tools import usable_cores
+
+__all__ = ["Slot", "count_gpus", "plan_slots", "usable_cores"]
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -64,15 +68,6 @@ def plan_slots(
 def _share(cores: int, n: int) -> list[int]:
     base, extra = divmod(cores, n)
     return [max(1, base + (1 if i < extra else 0)) for i in range(n)]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity: `taskset`, cgroups' cpusets), not
-    every core the machine has."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def count_gpus() -> int:
