@@ -924,9 +924,10 @@ def _sweep_orphans(work: Path) -> None:
                 path.unlink()
 
 
-#: source frames after a keyframe where a chunk may start: more than any stage's reach back
-#: (the exposure stabiliser's 4, the temporal denoisers' radius), so it decodes from that key
-SEEK_MARGIN = 8
+#: source frames after a keyframe where a chunk may start: BestSource's seek preroll (20)
+#: plus more than any stage's reach back (the exposure stabiliser's 4, the temporal
+#: denoisers' radius), so its first decoded frame is that keyframe's GOP, not the one before
+SEEK_MARGIN = 32
 
 
 def source_keyframes(src: Path) -> list[float]:
