@@ -257,6 +257,9 @@ def analyse_clip(
     # still in BestSource's cache), not by seeking back to them afterwards: a decode saved
     guess = _sample_indices(clip.num_frames, samples)
     taken: dict[tuple[str, int], np.ndarray] = {}
+    noise_at = noise_indices(clip.num_frames) if clip.num_frames >= 3 else []
+    probe = noise_probe(clip) if noise_at else None
+    measured: dict[int, tuple[float, float]] = {}
     stats, times, now = [], [], 0.0  # times: each frame's start, from the frame durations
     for i, f in enumerate(core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()):
         stats.append((float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"])))
@@ -266,6 +269,8 @@ def analyse_clip(
             taken["rgb", i] = rgb_at(i)
         if i in guess[:: max(1, len(guess) // 4)]:
             taken["luma", i] = luma_at(i)
+        if probe is not None and i - 1 in noise_at:  # its neighbours are decoded by now
+            measured[i - 1] = probe(i - 1)
     diffs = [d for d, _ in stats]
     med = float(np.median(diffs)) if diffs else 0.0
     starts = [i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)]
@@ -279,7 +284,7 @@ def analyse_clip(
     ]
     means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
     out = analyse_frames(Path(path).name, frames, full, means, cut_at)
-    out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable)
+    out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable, known=measured)
     out.cuts = [round(times[i], 6) for i in starts]
     return out
 
@@ -289,15 +294,13 @@ def _sample_indices(usable: int, samples: int) -> list[int]:
     return sorted({round(i * (usable - 1) / max(1, samples - 1)) for i in range(samples)})
 
 
-def temporal_noise(clip, *, usable: int, samples: int = 6) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """(temporal noise, motion fit) of ``clip`` (see :class:`ClipStats`), from MVTools'
-    compensation of each sampled frame from its two neighbours, on luma (a centre crop of at
-    most 960x540 at the source's own resolution)."""
+def noise_probe(clip):  # type: ignore[no-untyped-def]
+    """For :func:`temporal_noise`: a function giving, at frame ``i`` (not the first or last),
+    (mean |frame - its motion-compensated neighbours' average|, the same without motion
+    compensation), on luma (a centre crop of at most 960x540 at the source's own resolution)."""
     import vapoursynth as vs
 
     core = vs.core
-    if usable < 3:
-        return 0.0, 1.0
     y = core.resize.Point(clip, format=vs.GRAY16, matrix_s="709")  # the matrix: RGB sources
     if y.width > 960 or y.height > 540:  # a centre crop at the source's own scale: a downscale
         w, h = min(960, y.width), min(540, y.height)  # would average the noise away
@@ -310,12 +313,43 @@ def temporal_noise(clip, *, usable: int, samples: int = 6) -> tuple[float, float
     def luma(c, i: int) -> np.ndarray:  # type: ignore[no-untyped-def]
         return np.asarray(c.get_frame(i)[0]).astype(np.float32) / 256.0
 
-    idx = sorted({round(1 + i * (usable - 3) / max(1, samples - 1)) for i in range(samples)})
-    residual, still = [], []
-    for i in idx:
+    def at(i: int) -> tuple[float, float]:
         here = luma(y, i)
-        residual.append(float(np.mean(np.abs(here - (luma(back, i) + luma(fwd, i)) / 2))))
-        still.append(float(np.mean(np.abs(here - (luma(y, i - 1) + luma(y, i + 1)) / 2))))
+        return (
+            float(np.mean(np.abs(here - (luma(back, i) + luma(fwd, i)) / 2))),
+            float(np.mean(np.abs(here - (luma(y, i - 1) + luma(y, i + 1)) / 2))),
+        )
+
+    return at
+
+
+def noise_indices(usable: int, samples: int = 6) -> list[int]:
+    """The frames :func:`temporal_noise` measures: spread over the first ``usable``, each with
+    both neighbours inside them."""
+    return sorted({round(1 + i * (usable - 3) / max(1, samples - 1)) for i in range(samples)})
+
+
+def temporal_noise(
+    clip,  # type: ignore[no-untyped-def]
+    *,
+    usable: int,
+    samples: int = 6,
+    known: dict[int, tuple[float, float]] | None = None,
+) -> tuple[float, float]:
+    """(temporal noise, motion fit) of ``clip`` (see :class:`ClipStats`), from MVTools'
+    compensation of each sampled frame from its two neighbours (see :func:`noise_probe`);
+    ``known`` holds frames already measured."""
+    if usable < 3:
+        return 0.0, 1.0
+    known = known or {}
+    probe = None
+    residual, still = [], []
+    for i in noise_indices(usable, samples):
+        if i not in known:
+            probe = probe or noise_probe(clip)
+            known[i] = probe(i)
+        residual.append(known[i][0])
+        still.append(known[i][1])
     res, raw = float(np.median(residual)), float(np.median(still))
     return round(res, 3), round(res / raw, 3) if raw > 1e-6 else 1.0
 
