@@ -438,19 +438,17 @@ def cmd_process(args: argparse.Namespace) -> int:
         print(f"  reference look: {s.reference} ({s.reason})", file=sys.stderr)
         for name, why in s.not_applied().items():
             print(f"  {name}: {why}", file=sys.stderr)
-    chunk_store = None
-    if args.chunk_seconds > 0 or pool is not None or len(slots) > 1:
-        from daemon.engine.chunks import ChunkStore
+    from daemon.engine.chunks import ChunkStore
 
-        chunk_store = ChunkStore(engine.work_root / "chunks.db")
-        chunk_store.release_dead()  # an earlier process killed mid-chunk
+    # every encode is a chunk (a short clip's: the whole clip), on a slot's warm host or Ray
+    chunk_store = ChunkStore(engine.work_root / "chunks.db")
+    chunk_store.release_dead()  # an earlier process killed mid-chunk
     try:
         finished, failed = _finish_all(
             args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots, pool
         )
     finally:
-        if chunk_store is not None:
-            chunk_store.close()
+        chunk_store.close()
         if pool is not None:
             pool.close()
     if failed is None:
@@ -515,7 +513,7 @@ def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-unt
 
 def _chunking(args: argparse.Namespace, store, engine, src: Path, shared, pool=None):  # type: ignore[no-untyped-def]
     from daemon.engine.chunks import worker_name
-    from daemon.engine.pipeline import Chunking
+    from daemon.engine.pipeline import Chunking, SlotPool
 
     if store is None:
         return None
@@ -530,13 +528,23 @@ def _chunking(args: argparse.Namespace, store, engine, src: Path, shared, pool=N
             place=pool.placer(needs, preset=engine.preset.name),
             always=True,
         )
+    if isinstance(shared, SlotPool):  # FINISHLINE_HOSTS=0: a vspipe per encode
+        return Chunking(
+            store=store,
+            job=str(engine.work_dir(src)),
+            seconds=args.chunk_seconds,
+            workers=shared.size,
+            worker=worker_name("process"),
+            slots=shared,
+        )
     return Chunking(
         store=store,
         job=str(engine.work_dir(src)),
         seconds=args.chunk_seconds,
-        workers=shared.size,
+        workers=shared.slots.size,
         worker=worker_name("process"),
-        slots=shared,
+        place=shared.placer(),
+        always=True,
     )
 
 
@@ -549,10 +557,16 @@ def _finish_all(
     share the slots, and one clip's probe, mux and checks run beside another's encode."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from daemon.engine.host import HostPool
     from daemon.engine.pipeline import SlotPool
     from vs_scripts.plan.errors import AppError
 
-    shared = SlotPool(slots) if slots else None
+    # every encode, whole clip or chunk, runs in a warm host process per slot: VapourSynth,
+    # torch and the models load once per slot, not once per clip or chunk
+    shared = None
+    if slots and pool is None:
+        hosts = os.environ.get("FINISHLINE_HOSTS", "1") != "0"
+        shared = HostPool(slots) if hosts else SlotPool(slots)
     finished: dict[str, Path] = {}
     failed = 0
     with _progress_ui(enabled=not args.quiet) as ui:
@@ -596,6 +610,9 @@ def _finish_all(
                 ui.stop()
                 _err("interrupted; the source is untouched and no output was written.")
                 return finished, None
+            finally:
+                if isinstance(shared, HostPool):
+                    shared.close()
     return finished, failed
 
 

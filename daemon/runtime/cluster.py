@@ -21,31 +21,21 @@ import logging
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import traceback
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from daemon.core.errors import AppError, EncodeError
-from daemon.core.tools import find_tool
-from daemon.engine.chunks import ChunkTask, run_chunk
+from daemon.core.errors import AppError
+from daemon.engine.chunks import ChunkTask
+from daemon.engine.host import ChunkHost, HostError, raise_for
 from daemon.engine.pipeline import Cancelled, ChunkSlot, Placer
-from daemon.engine.slots import THREAD_VARIABLES
 from daemon.runtime.config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "finishline"
-#: arguments that name a folder the script may create itself (not checked on the node)
-CREATED_BY_SCRIPT = frozenset({"engine_cache"})
-#: arguments that may name a file prefix (BestSource's index, PREFIX.N.bsindex): their folder
-#: is what must be visible
-PREFIXES = frozenset({"cache"})
 
 
 class ClusterError(AppError):
@@ -119,48 +109,6 @@ def describe_paths(paths: Sequence[tuple[str, str]]) -> str:
     return "[cluster.paths] " + ", ".join(f'"{h}" = "{n}"' for h, n in paths)
 
 
-@dataclass(frozen=True, slots=True)
-class VspipeCall:
-    """What ``vspipe -c y4m -p --arg k=v ... [-s S] [-e E] SCRIPT -`` asks for; ``end`` is
-    half-open (vspipe's ``-e`` is inclusive), ``None`` meaning to the last frame."""
-
-    script: str
-    args: dict[str, str]
-    start: int = 0
-    end: int | None = None
-
-
-_VSPIPE_VALUE = {"-c", "--container", "-a", "--arg", "-s", "--start", "-e", "--end",
-                 "-o", "--outputindex", "-r", "--requests"}  # fmt: skip
-
-
-def parse_vspipe(argv: Sequence[str]) -> VspipeCall:
-    """The inverse of ``commands.vspipe_command`` (argv[0] is vspipe itself)."""
-    args: dict[str, str] = {}
-    start, end = 0, None
-    positional: list[str] = []
-    items = iter(argv[1:])
-    for item in items:
-        if item in _VSPIPE_VALUE:
-            value = next(items, None)
-            if value is None:
-                raise ClusterError(f"vspipe command ends after {item}: {' '.join(argv)}")
-            if item in ("-a", "--arg"):
-                name, _, val = value.partition("=")
-                args[name] = val
-            elif item in ("-s", "--start"):
-                start = int(value)
-            elif item in ("-e", "--end"):
-                end = int(value) + 1
-        elif item.startswith("-") and item != "-":
-            continue  # flags: -p, --progress
-        else:
-            positional.append(item)
-    if not positional:
-        raise ClusterError(f"vspipe command names no script: {' '.join(argv)}")
-    return VspipeCall(positional[0], args, start, end)
-
-
 def plan_node_slots(
     resources: Mapping[str, float], *, workers_per_gpu: int = 1, cpus_per_slot: int = 4
 ) -> list[dict[str, float]]:
@@ -222,201 +170,17 @@ def reachable(address: str, *, timeout: float = 3.0) -> str | None:
 # -- the node side: one actor per slot -------------------------------------------------------------
 
 
-class ChunkActor:
-    """One slot of a node (a GPU share or some cores). Runs chunks in this process: the
-    script is executed as vspipe would (its ``--arg`` values as globals), output 0 sliced to
-    the chunk's range and written as y4m into the encoder's stdin; the outputs are cleared
-    after each chunk, the networks the filters cached stay loaded for the next one."""
-
-    def __init__(self, threads: int) -> None:
-        os.environ["FINISHLINE_THREADS"] = str(threads)  # read when the filters load
-        for var in THREAD_VARIABLES:
-            os.environ[var] = str(threads)
-        self.threads = threads
-        self._progress: tuple[int, float] = (0, 0.0)
-        self._encoder: subprocess.Popen[bytes] | None = None
-        self._cancelled = False
-        self._lock = threading.Lock()
+class ChunkActor(ChunkHost):
+    """A :class:`~daemon.engine.host.ChunkHost` as a Ray actor: one slot of a node."""
 
     def where(self) -> dict[str, object]:
         import ray
 
         return {
+            **super().where(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "ip": ray.util.get_node_ip_address(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "threads": self.threads,
         }
-
-    def progress(self) -> tuple[int, float]:
-        return self._progress
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            if self._encoder is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._encoder.kill()
-
-    def run(self, task_json: str, paths_note: str) -> dict[str, object]:
-        """Run one (already mapped) task: commands, frame check, rename. Returns an outcome
-        dict (errors travel as data: an exception's pickle would lose its fields)."""
-        task = ChunkTask.from_json(task_json)
-        self._progress, self._cancelled = (0, 0.0), False
-        where = self.where()
-        try:
-            missing = _not_visible(task)
-            if missing:
-                return {
-                    "ok": False,
-                    "kind": "path",
-                    "message": f"node {where['ip']} ({where['host']}) cannot see {missing} "
-                    f"({paths_note}); mount the shared storage there or fix [cluster.paths] "
-                    "in daemon.toml",
-                }
-            run_chunk(task, self._pipe, on_progress=self._on_progress)
-        except EncodeError as exc:
-            return {"ok": False, "kind": "encode", "stage": exc.stage, "commands": exc.commands,
-                    "codes": exc.codes, "tails": exc.tails, "hint": exc.hint}  # fmt: skip
-        except Cancelled:
-            return {"ok": False, "kind": "cancelled"}
-        except Exception as exc:
-            return {"ok": False, "kind": "error", "message": str(exc) or repr(exc),
-                    "trace": traceback.format_exc()}  # fmt: skip
-        return {"ok": True, "output": task.output, **where}
-
-    def _on_progress(self, frame: int, fps: float) -> None:
-        self._progress = (frame, fps)
-
-    def _pipe(
-        self,
-        first: Sequence[str],
-        second: Sequence[str],
-        total: int,
-        on_frames: Callable[[int, float], None],
-    ) -> None:
-        """``vspipe | encoder`` with the vspipe part in this process."""
-        import vapoursynth as vs
-
-        call = parse_vspipe(first)
-        encoder = _local_tool(second)
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # stdout never carries anything
-                clip = _load_clip(call)
-        except Exception:
-            raise EncodeError(
-                "chunk",
-                [first, second],
-                [1, None],
-                [_trace_tail(), ""],
-                hint="the VapourSynth script failed on the node; its error is above",
-            ) from None
-        with self._lock:
-            if self._cancelled:
-                raise Cancelled("cancelled before encoding.")
-            proc = subprocess.Popen(
-                _with_parent(encoder),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            self._encoder = proc
-        enc_tail: deque[str] = deque(maxlen=40)
-        reader = threading.Thread(target=_pump, args=(proc.stderr, enc_tail), daemon=True)
-        reader.start()
-        started = time.monotonic()
-
-        def progress(done: int, _total: int) -> None:
-            elapsed = time.monotonic() - started
-            on_frames(done, done / elapsed if elapsed > 0 else 0.0)
-
-        vs_code, vs_tail = 0, ""
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                clip.output(proc.stdin, y4m=True, progress_update=progress)
-        except (vs.Error, OSError) as exc:
-            vs_code, vs_tail = 1, f"{type(exc).__name__}: {exc}"
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()  # type: ignore[union-attr]
-            proc.wait()
-            reader.join(timeout=5)
-            with self._lock:
-                self._encoder = None
-            del clip
-            vs.clear_outputs()
-        if self._cancelled:
-            raise Cancelled("cancelled while encoding.")
-        codes = [vs_code, proc.returncode]
-        if codes != [0, 0]:
-            hint = (
-                "the encoder stopped first; see its error"
-                if proc.returncode
-                else "the VapourSynth script failed while rendering; its error is above"
-            )
-            raise EncodeError(
-                "chunk", [first, second], codes, [vs_tail, "\n".join(enc_tail)], hint=hint
-            )
-
-
-def _load_clip(call: VspipeCall):  # type: ignore[no-untyped-def]
-    """Execute the script as vspipe does and return output 0 over ``[start, end)``."""
-    import vapoursynth as vs
-
-    vs.clear_outputs()
-    scope: dict[str, object] = {"__name__": "__vapoursynth__", "__file__": call.script}
-    scope.update(call.args)
-    code = compile(Path(call.script).read_bytes(), call.script, "exec")
-    exec(code, scope)
-    out = vs.get_output(0)
-    clip = getattr(out, "clip", out)
-    end = clip.num_frames if call.end is None else call.end
-    return clip[call.start : end]
-
-
-def _not_visible(task: ChunkTask) -> str | None:
-    """The first path of ``task`` this node cannot see (None: all there)."""
-    call = parse_vspipe(task.vspipe)
-    wanted = [call.script, str(Path(task.output).parent)]
-    wanted += [v for k, v in sorted(call.args.items()) if v.startswith("/") and k not in
-               CREATED_BY_SCRIPT | PREFIXES]  # fmt: skip
-    for path in wanted:
-        if not os.path.exists(path):
-            return path
-    for k in PREFIXES & call.args.keys():
-        if not os.path.exists(call.args[k]) and not os.path.isdir(os.path.dirname(call.args[k])):
-            return call.args[k]
-    return None
-
-
-def _local_tool(argv: Sequence[str]) -> list[str]:
-    """The encoder command with this node's binary when the head's path is not here."""
-    if os.path.exists(argv[0]):
-        return list(argv)
-    return [find_tool(Path(argv[0]).name), *argv[1:]]
-
-
-def _with_parent(cmd: Sequence[str]) -> list[str]:
-    """The encoder dies with the actor (a lost node's encoder stops writing)."""
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    if setpriv and sys.platform.startswith("linux"):
-        return [setpriv, "--pdeathsig", "KILL", "--", *cmd]
-    return list(cmd)
-
-
-def _pump(stream, sink: deque[str]) -> None:  # type: ignore[no-untyped-def]
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip()
-        if line:
-            sink.append(line)
-
-
-def _trace_tail(lines: int = 25) -> str:
-    return "\n".join(traceback.format_exc().strip().splitlines()[-lines:])
 
 
 # -- the head side: the pool of actors -------------------------------------------------------------
@@ -782,7 +546,6 @@ class ClusterPool:
         self._outcome(member, task, result)
 
     def _outcome(self, member: _Member, task: ChunkTask, result: dict[str, object]) -> None:
-        kind = result.get("kind")
         if result.get("ok"):
             if not Path(task.output).exists():
                 raise ClusterError(
@@ -798,19 +561,10 @@ class ClusterPool:
                 result.get("output"),
             )
             return
-        if kind == "encode":
-            raise EncodeError(
-                str(result["stage"]),
-                result["commands"],  # type: ignore[arg-type]
-                result["codes"],  # type: ignore[arg-type]
-                result["tails"],  # type: ignore[arg-type]
-                hint=f"on {member.name}: {result.get('hint') or 'see the stderr tails'}",
-            )
-        if kind == "cancelled":
-            raise Cancelled(f"chunk {task.index} was cancelled on {member.name}.")
-        if kind == "path":
-            raise ClusterError(str(result["message"]))
-        raise ClusterError(f"chunk {task.index} failed on {member.name}: {result.get('message')}")
+        try:
+            raise_for(task, result, member.name)
+        except HostError as exc:  # a path the node cannot see, an error in the script
+            raise ClusterError(str(exc)) from None
 
     def _lost(self, member: _Member, task: ChunkTask, exc: BaseException) -> None:
         """The actor (its node) died mid-chunk: its partial output is discarded and the

@@ -4,6 +4,7 @@ flight."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,13 +98,14 @@ def test_lossy_chunks_keep_the_rate_and_every_timestamp(
 
 
 def running_slots(proc: subprocess.Popen[bytes], env: dict[str, str]) -> list[dict[str, str]]:
-    """Until ``proc`` ends: at each look, the vspipe children running (of this test's
-    environment), as CUDA_VISIBLE_DEVICES -> FINISHLINE_THREADS."""
+    """Until ``proc`` ends: at each look, the encoders running (of this test's environment;
+    an encoder has the environment of the slot it encodes in), as CUDA_VISIBLE_DEVICES ->
+    FINISHLINE_THREADS."""
     looks: list[dict[str, str]] = []
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         now: dict[str, str] = {}
-        for pid in subprocess.run(["pgrep", "-f", "vspipe -c y4m"], capture_output=True,
+        for pid in subprocess.run(["pgrep", "-f", "yuv4mpegpipe -i -"], capture_output=True,
                                   text=True).stdout.split():  # fmt: skip
             try:
                 raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -120,8 +122,8 @@ def running_slots(proc: subprocess.Popen[bytes], env: dict[str, str]) -> list[di
 
 
 def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -> None:
-    """Two workers, two (pinned) GPUs: each vspipe child sees its own CUDA_VISIBLE_DEVICES and
-    a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
+    """Two workers, two (pinned) GPUs: each slot's children see its own CUDA_VISIBLE_DEVICES
+    and a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
     behind either id and runs on the CPU.)"""
     src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=4.0)
     env = {**env, "FINISHLINE_GPUS": "2"}
@@ -247,3 +249,53 @@ def test_two_workers_on_two_gpus_each_use_their_own(
         time.sleep(0.2)
     assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
     assert len(gpus_used) >= 2, gpus_used
+
+
+def hosts_of(env: dict[str, str]) -> set[int]:
+    """The warm host processes (python -m daemon.engine.host) of this test's environment."""
+    found = set()
+    for pid in subprocess.run(["pgrep", "-f", "daemon.engine.host"], capture_output=True,
+                              text=True).stdout.split():  # fmt: skip
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+            if f"XDG_RUNTIME_DIR={env['XDG_RUNTIME_DIR']}".encode() in raw.split(b"\0"):
+                found.add(int(pid))
+    return found
+
+
+def test_one_warm_host_renders_every_clip_and_a_dead_one_is_replaced(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """One worker, three clips: one host process renders them all (the script, the filters
+    and their networks load once); killed mid-chunk, a new host retries the chunk and every
+    clip is delivered."""
+    clips = [
+        make_clip(tmp_path / f"c{i}.mp4", size="320x180", fps="24", seconds=2.0) for i in range(3)
+    ]
+    proc = subprocess.Popen(
+        [str(BIN / "finishline"), "process", *map(str, clips), "--preset", "slow-x265", "-q",
+         "-o", str(tmp_path / "out"), "--workers", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    seen: list[set[int]] = []
+    killed = None
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = hosts_of(env)
+            seen.append(now)
+            if now and killed is None and sum(bool(s) for s in seen) > 10:
+                killed = next(iter(now))
+                os.kill(killed, signal.SIGKILL)  # mid-chunk: the host dies, not the run
+            time.sleep(0.1)
+    finally:
+        _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert killed is not None
+    pids = set().union(*seen)
+    assert len(pids) == 2 and killed in pids, pids  # the first host, then its replacement
+    assert all(len(s) <= 1 for s in seen)  # one worker: one host at a time
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == [
+        "c0.slow-x265.mp4", "c1.slow-x265.mp4", "c2.slow-x265.mp4",
+    ]  # fmt: skip
+    assert not hosts_of(env)  # the run stopped its host

@@ -20,13 +20,13 @@ from daemon.core.errors import EncodeError
 from daemon.engine.chunks import ChunkRow, ChunkStore
 from daemon.engine.commands import vspipe_command
 from daemon.engine.finish import Engine
+from daemon.engine.host import parse_vspipe
 from daemon.engine.pipeline import Chunking, ChunkTask
 from daemon.engine.presets import find_preset
 from daemon.runtime.cluster import (
     ClusterPool,
     map_path,
     map_task,
-    parse_vspipe,
     plan_node_slots,
     satisfies,
 )
