@@ -568,11 +568,10 @@ def _finish_all(
         hosts = os.environ.get("FINISHLINE_HOSTS", "1") != "0"
         shared = HostPool(slots) if hosts else SlotPool(slots)
     finished: dict[str, Path] = {}
-    failed = 0
+    failed: list[str] = []  # appended from the clips' threads (a list append is atomic)
     with _progress_ui(enabled=not args.quiet) as ui:
 
         def one(src: Path, target: Path) -> None:
-            nonlocal failed
             try:
                 result = engine.finish(
                     src,
@@ -590,7 +589,7 @@ def _finish_all(
                 report = getattr(exc, "report", None)
                 if callable(report) and args.verbose:
                     print(report(), file=sys.stderr)
-                failed += 1
+                failed.append(src.name)
                 return
             ui.done(src.name)
             finished[src.name] = result.output
@@ -613,7 +612,7 @@ def _finish_all(
             finally:
                 if isinstance(shared, HostPool):
                     shared.close()
-    return finished, failed
+    return finished, len(failed)
 
 
 def _print_result(result) -> None:  # type: ignore[no-untyped-def]
