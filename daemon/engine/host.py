@@ -30,7 +30,14 @@ from typing import TypeVar
 from daemon.core.errors import AppError, EncodeError
 from daemon.core.tools import find_tool
 from daemon.engine.chunks import ChunkTask, run_chunk
-from daemon.engine.pipeline import Cancelled, ChunkSlot, Placer, SlotPool
+from daemon.engine.pipeline import (
+    Cancelled,
+    ChunkSlot,
+    Placer,
+    SlotPool,
+    pump,
+    with_parent,
+)
 from daemon.engine.slots import THREAD_VARIABLES, Slot
 
 T = TypeVar("T")
@@ -183,14 +190,14 @@ class ChunkHost:
             if self._cancelled:
                 raise Cancelled("cancelled before encoding.")
             proc = subprocess.Popen(
-                _with_parent(encoder),
+                with_parent(encoder),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
             self._encoder = proc
         enc_tail: deque[str] = deque(maxlen=40)
-        reader = threading.Thread(target=_pump, args=(proc.stderr, enc_tail), daemon=True)
+        reader = threading.Thread(target=pump, args=(proc.stderr, enc_tail.append), daemon=True)
         reader.start()
         started = time.monotonic()
 
@@ -262,23 +269,6 @@ def _local_tool(argv: Sequence[str]) -> list[str]:
     if os.path.exists(argv[0]):
         return list(argv)
     return [find_tool(Path(argv[0]).name), *argv[1:]]
-
-
-def _with_parent(cmd: Sequence[str]) -> list[str]:
-    """The encoder dies with the actor (a lost node's encoder stops writing)."""
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    if setpriv and sys.platform.startswith("linux"):
-        return [setpriv, "--pdeathsig", "KILL", "--", *cmd]
-    return list(cmd)
-
-
-def _pump(stream, sink: deque[str]) -> None:  # type: ignore[no-untyped-def]
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip()
-        if line:
-            sink.append(line)
 
 
 def _trace_tail(lines: int = 25) -> str:
@@ -395,7 +385,7 @@ class WarmHost:
         if proc is None or proc.poll() is not None:
             proc = self._proc = self._spawner.call(
                 lambda: subprocess.Popen(
-                    _with_parent([sys.executable, "-m", "daemon.engine.host", str(self._threads)]),
+                    with_parent([sys.executable, "-m", "daemon.engine.host", str(self._threads)]),
                     env=self._env,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,

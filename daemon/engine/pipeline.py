@@ -173,7 +173,7 @@ class Children:
         if self.should_stop():
             raise Cancelled("cancelled before encoding.")
         p1 = subprocess.Popen(
-            _with_parent(first),
+            with_parent(first),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -181,7 +181,7 @@ class Children:
         )
         try:
             p2 = subprocess.Popen(
-                _with_parent(second),
+                with_parent(second),
                 stdin=p1.stdout,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -209,8 +209,8 @@ class Children:
                 tails[0].append(line)
 
         readers = [
-            threading.Thread(target=_pump, args=(p1.stderr, on_line), daemon=True),
-            threading.Thread(target=_pump, args=(p2.stderr, tails[1].append), daemon=True),
+            threading.Thread(target=pump, args=(p1.stderr, on_line), daemon=True),
+            threading.Thread(target=pump, args=(p2.stderr, tails[1].append), daemon=True),
         ]
         for t in readers:
             t.start()
@@ -244,7 +244,7 @@ class Children:
         if self.should_stop():
             raise Cancelled(f"cancelled before {stage}.")
         proc = subprocess.Popen(
-            _with_parent(cmd),
+            with_parent(cmd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -959,7 +959,7 @@ def source_keyframes(src: Path) -> list[float]:
 _SETPRIV = shutil.which("setpriv")
 
 
-def _with_parent(cmd: Sequence[str]) -> list[str]:
+def with_parent(cmd: Sequence[str]) -> list[str]:
     """Children die with us, even on SIGKILL (Linux parent-death signal via util-linux
     setpriv), so a hard-killed daemon leaves no encoder running."""
     if _SETPRIV and sys.platform.startswith("linux"):
@@ -967,7 +967,7 @@ def _with_parent(cmd: Sequence[str]) -> list[str]:
     return list(cmd)
 
 
-def _pump(stream, sink: Callable[[str], None]) -> None:  # type: ignore[no-untyped-def]
+def pump(stream, sink: Callable[[str], None]) -> None:  # type: ignore[no-untyped-def]
     """Read a child's stderr, splitting on CR and LF (progress lines use CR)."""
     buf = b""
     for chunk in iter(
