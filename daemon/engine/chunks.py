@@ -304,25 +304,33 @@ def count_frames(path: Path) -> int:
     samples = mov_video_samples(path)
     if samples is not None:
         return samples
-    res = run_capture(
-        [
-            find_tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-            media_arg(path),
-        ],
-    )
+    out = _video_packets(path, "stream=nb_read_packets", "-count_packets")
     try:
-        return int(res.stdout.strip().split(",")[0])
+        return int(out.strip().split(",")[0])
     except ValueError:
         return -1
+
+
+def source_keyframes(src: Path) -> list[float]:
+    """The times (s) of the source's video keyframes, from its packets (no decoding)."""
+    out = []
+    for line in _video_packets(src, "packet=pts_time,flags").splitlines():
+        t, _, flags = line.partition(",")
+        with contextlib.suppress(ValueError):
+            if flags.startswith("K"):
+                out.append(float(t))
+    return sorted(out)
+
+
+def _video_packets(path: Path, entries: str, *options: str) -> str:
+    """ffprobe's ``entries`` of the first video stream of ``path`` read from its packets (no
+    decoding), as CSV lines without section names."""
+    res = run_capture(
+        [find_tool("ffprobe"), "-v", "error", "-select_streams", "v:0", *options,
+         "-show_entries", entries, "-of", "csv=p=0", media_arg(path)],
+        timeout=600,
+    )  # fmt: skip
+    return res.stdout
 
 
 def mov_video_samples(path: Path) -> int | None:

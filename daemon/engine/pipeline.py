@@ -48,6 +48,7 @@ from daemon.engine.chunks import (
     PipeRunner,
     join_chunks,
     run_chunk,
+    source_keyframes,
 )
 from daemon.engine.measure import detail_focus, measure
 from daemon.engine.slots import Slot
@@ -928,32 +929,6 @@ def _sweep_orphans(work: Path) -> None:
 #: plus more than any stage's reach back (the exposure stabiliser's 4, the temporal
 #: denoisers' radius), so its first decoded frame is that keyframe's GOP, not the one before
 SEEK_MARGIN = 32
-
-
-def source_keyframes(src: Path) -> list[float]:
-    """The times (s) of the source's video keyframes, from its packets (no decoding)."""
-    res = run_capture(
-        [
-            find_tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts_time,flags",
-            "-of",
-            "csv=p=0",
-            media_arg(src),
-        ],
-        timeout=600,
-    )
-    out = []
-    for line in res.stdout.splitlines():
-        t, _, flags = line.partition(",")
-        with contextlib.suppress(ValueError):
-            if flags.startswith("K"):
-                out.append(float(t))
-    return sorted(out)
 
 
 _SETPRIV = shutil.which("setpriv")
