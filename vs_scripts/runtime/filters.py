@@ -571,7 +571,9 @@ def upscale_esrgan(
             )
         # bf16 (measured here: 0.42 s vs 0.72 s a 640x360 frame, 54 dB PSNR against f32, max
         # error 0.034) where the CPU computes it natively; f32 otherwise (OpenVINO's own
-        # default, bf16 on such CPUs, is what `auto` would pick anyway, stated here explicitly)
+        # default, bf16 on such CPUs, is what `auto` would pick anyway, stated here explicitly).
+        # No CPU pinning: OpenVINO pinned a one-thread slot's inference to the first allowed
+        # core in some processes, so two workers both ran on CPU 0 (each twice as slow)
         hint = (
             "bf16"
             if precision is Precision.BF16 or (precision is Precision.AUTO and cpu_has_bf16())
@@ -583,7 +585,7 @@ def upscale_esrgan(
             device="CPU",
             fp16=False,
             config=lambda: (
-                {"INFERENCE_PRECISION_HINT": hint}
+                {"INFERENCE_PRECISION_HINT": hint, "ENABLE_CPU_PINNING": "NO"}
                 | ({"INFERENCE_NUM_THREADS": _thread_budget()} if _thread_budget() else {})
             ),
             **kwargs,
