@@ -397,6 +397,7 @@ def _targets(inputs: list[Path], out: Path | None, preset) -> dict[Path, Path]: 
 
 def cmd_process(args: argparse.Namespace) -> int:
     from daemon.engine.finish import Engine, batch_key
+    from daemon.engine.host import HostPool
     from daemon.engine.presets import find_preset
 
     preset = find_preset(args.preset)
@@ -426,29 +427,36 @@ def cmd_process(args: argparse.Namespace) -> int:
         sequence = engine.plan_sequence(
             [p.name for p in inputs], _manifest(args), crossfade=args.crossfade
         )
-    if engine.needs_assessment and len(inputs) > 1:
-        print(f"assessing {len(inputs)} clips as one batch…", file=sys.stderr)
-    assessment = engine.assess(
-        {str(p): p for p in inputs},
-        engine.work_root / batch_key(inputs, preset.name),
-        reference=args.reference,
-    )
-    if assessment.summary is not None and len(inputs) > 1:
-        s = assessment.summary
-        print(f"  reference look: {s.reference} ({s.reason})", file=sys.stderr)
-        for name, why in s.not_applied().items():
-            print(f"  {name}: {why}", file=sys.stderr)
-    from daemon.engine.chunks import ChunkStore
-
-    # every encode is a chunk (a short clip's: the whole clip), on a slot's warm host or Ray
-    chunk_store = ChunkStore(engine.work_root / "chunks.db")
-    chunk_store.release_dead()  # an earlier process killed mid-chunk
+    # the hosts start loading now, while the clips are assessed and their scripts checked
+    shared = _local_slots(slots, pool, preset)
     try:
-        finished, failed = _finish_all(
-            args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots, pool
+        if engine.needs_assessment and len(inputs) > 1:
+            print(f"assessing {len(inputs)} clips as one batch…", file=sys.stderr)
+        assessment = engine.assess(
+            {str(p): p for p in inputs},
+            engine.work_root / batch_key(inputs, preset.name),
+            reference=args.reference,
         )
+        if assessment.summary is not None and len(inputs) > 1:
+            s = assessment.summary
+            print(f"  reference look: {s.reference} ({s.reason})", file=sys.stderr)
+            for name, why in s.not_applied().items():
+                print(f"  {name}: {why}", file=sys.stderr)
+        from daemon.engine.chunks import ChunkStore
+
+        # every encode is a chunk (a short clip's: the whole clip), on a slot's warm host or Ray
+        chunk_store = ChunkStore(engine.work_root / "chunks.db")
+        chunk_store.release_dead()  # an earlier process killed mid-chunk
+        try:
+            finished, failed = _finish_all(
+                args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots, pool,
+                shared,
+            )  # fmt: skip
+        finally:
+            chunk_store.close()
     finally:
-        chunk_store.close()
+        if isinstance(shared, HostPool):
+            shared.close()
         if pool is not None:
             pool.close()
     if failed is None:
@@ -548,25 +556,38 @@ def _chunking(args: argparse.Namespace, store, engine, src: Path, shared, pool=N
     )
 
 
+def _local_slots(slots, pool, preset):  # type: ignore[no-untyped-def]
+    """This machine's slots, shared by every clip's encodes (None with a cluster ``pool``).
+    Every encode, whole clip or chunk, runs in a warm host process per slot: VapourSynth,
+    torch and the models load once per slot, not once per clip or chunk. The hosts start now
+    and import what the preset's networks need while this process assesses and checks the
+    clips (``FINISHLINE_HOSTS=0``: a vspipe per encode instead)."""
+    from daemon.engine.host import HostPool
+    from daemon.engine.pipeline import SlotPool
+
+    if not slots or pool is not None:
+        return None
+    if os.environ.get("FINISHLINE_HOSTS", "1") == "0":
+        return SlotPool(slots)
+    ai = preset.motion.method == "rife" or preset.upscale.model != "off"
+    hosts = HostPool(slots, preload=("torch", "vs_scripts.runtime.nets") if ai else ())
+    hosts.start()
+    return hosts
+
+
 def _finish_all(
-    args, engine, targets, assessment, store=None, slots=(), pool=None
+    args, engine, targets, assessment, store=None, slots=(), pool=None, shared=None
 ) -> tuple[dict[str, Path], int | None]:  # type: ignore[no-untyped-def]
     """Run the clips through the engine, drawing progress; returns the finished outputs by
     source name and the number that failed (``None`` when interrupted). With several local
     slots, up to that many clips are in flight at once: their encodes (whole clips or chunks)
-    share the slots, and one clip's probe, mux and checks run beside another's encode."""
+    share the slots (``shared``, from :func:`_local_slots`), and one clip's probe, mux and
+    checks run beside another's encode."""
     from concurrent.futures import ThreadPoolExecutor
 
     from daemon.engine.host import HostPool
-    from daemon.engine.pipeline import SlotPool
     from vs_scripts.plan.errors import AppError
 
-    # every encode, whole clip or chunk, runs in a warm host process per slot: VapourSynth,
-    # torch and the models load once per slot, not once per clip or chunk
-    shared = None
-    if slots and pool is None:
-        hosts = os.environ.get("FINISHLINE_HOSTS", "1") != "0"
-        shared = HostPool(slots) if hosts else SlotPool(slots)
     finished: dict[str, Path] = {}
     failed: list[str] = []  # appended from the clips' threads (a list append is atomic)
     with _progress_ui(enabled=not args.quiet) as ui:
@@ -610,7 +631,7 @@ def _finish_all(
                 _err("interrupted; the source is untouched and no output was written.")
                 return finished, None
             finally:
-                if isinstance(shared, HostPool):
+                if isinstance(shared, HostPool):  # Ctrl-C: no encode outlives this
                     shared.close()
     return finished, len(failed)
 

@@ -12,6 +12,7 @@ and model start (seconds on a CPU, more with TensorRT engines on a GPU).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import queue
@@ -299,14 +300,19 @@ def raise_for(task: ChunkTask, result: dict[str, object], where: str) -> None:
 # -- this machine's warm hosts: one process per device slot ----------------------------------------
 
 
-def serve(threads: int) -> None:
-    """A host process (``python -m daemon.engine.host THREADS``): one request per line on
-    stdin (``{"task": TASK_JSON}``), answered on stdout by ``{"progress": [frame, fps]}``
-    lines every half second while the chunk runs, then ``{"result": OUTCOME}``. Nothing else
-    may reach that stdout: file descriptor 1 is pointed at stderr for the scripts and filters."""
+def serve(threads: int, preload: Sequence[str] = ()) -> None:
+    """A host process (``python -m daemon.engine.host THREADS [MODULE...]``): one request per
+    line on stdin (``{"task": TASK_JSON}``), answered on stdout by ``{"progress": [frame,
+    fps]}`` lines every half second while the chunk runs, then ``{"result": OUTCOME}``. Nothing
+    else may reach that stdout: file descriptor 1 is pointed at stderr for the scripts and
+    filters. The filters and the ``preload`` modules (torch: 1.5-3 s) are imported before the
+    first request, while the parent is still assessing and checking the clip."""
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    for module in ("vs_scripts.runtime.filters", *preload):
+        with contextlib.suppress(ImportError):  # a missing one fails in the script, clearly
+            importlib.import_module(module)
     host = ChunkHost(threads)
     lock = threading.Lock()
 
@@ -370,22 +376,27 @@ class WarmHost:
     thread budget), started on first use and again after it died or was stopped."""
 
     def __init__(
-        self, name: str, env: dict[str, str], threads: int, spawner: _Spawner | None = None
+        self,
+        name: str,
+        env: dict[str, str],
+        threads: int,
+        spawner: _Spawner | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         self.name = name
         self._env = env
-        self._threads = threads
+        self._argv = [sys.executable, "-m", "daemon.engine.host", str(threads), *preload]
         self._spawner = spawner or _Spawner()
         self._proc: subprocess.Popen[str] | None = None
 
-    def run(self, task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
-        """Run ``task`` in the host; raises as a failed chunk does. When ``on_progress``
-        raises (a cancel), the host is stopped and the error goes on."""
+    def start(self) -> subprocess.Popen[str]:
+        """The running host process, started now if there is none (it loads while the caller
+        goes on: the first request waits for it on the pipe)."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             proc = self._proc = self._spawner.call(
                 lambda: subprocess.Popen(
-                    with_parent([sys.executable, "-m", "daemon.engine.host", str(self._threads)]),
+                    with_parent(self._argv),
                     env=self._env,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -394,6 +405,12 @@ class WarmHost:
                     bufsize=1,
                 )
             )
+        return proc
+
+    def run(self, task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
+        """Run ``task`` in the host; raises as a failed chunk does. When ``on_progress``
+        raises (a cancel), the host is stopped and the error goes on."""
+        proc = self.start()
         assert proc.stdin is not None and proc.stdout is not None
         result = None
         try:
@@ -434,10 +451,17 @@ class HostPool:
     """One :class:`WarmHost` per device slot of this machine, shared by the jobs of one
     process: an engine's ``Chunking.place`` (as a cluster's is), waiting for a free slot."""
 
-    def __init__(self, slots: Sequence[Slot]) -> None:
+    def __init__(self, slots: Sequence[Slot], preload: Sequence[str] = ()) -> None:
         self.slots = SlotPool(slots)
         spawner = _Spawner()
-        self._hosts = {s.name: WarmHost(s.name, s.env(), s.threads, spawner) for s in slots}
+        self._hosts = {
+            s.name: WarmHost(s.name, s.env(), s.threads, spawner, preload) for s in slots
+        }
+
+    def start(self) -> None:
+        """Start every slot's host now, so they load while this process assesses the clips."""
+        for host in self._hosts.values():
+            host.start()
 
     def placer(self) -> Placer:
         @contextlib.contextmanager
@@ -453,4 +477,4 @@ class HostPool:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 1, sys.argv[2:])

@@ -251,6 +251,29 @@ def test_two_workers_on_two_gpus_each_use_their_own(
     assert len(gpus_used) >= 2, gpus_used
 
 
+def encoding(pid: int) -> bool:
+    """A host in the middle of a chunk: its encoder child is running."""
+    return bool(subprocess.run(["pgrep", "-P", str(pid)], capture_output=True).stdout.strip())
+
+
+def test_a_host_starts_loading_before_its_first_chunk(env: dict[str, str]) -> None:
+    """``process`` starts its slots' hosts before it assesses the clips: the filters and the
+    preset's network library (torch) load while the assessment runs, not at the first chunk."""
+    from daemon.engine.host import WarmHost
+
+    host = WarmHost("cpu0", {**env, "FINISHLINE_THREADS": "1"}, 1, preload=("torch",))
+    proc = host.start()
+    try:
+        assert host.start() is proc  # one process per slot
+        maps = Path(f"/proc/{proc.pid}/maps")
+        wait_for(lambda: "libtorch_cpu" in maps.read_text(), 180, "torch loaded in the host")
+        assert "libvapoursynth" in maps.read_text()  # the filters too
+        assert proc.poll() is None  # no request yet: it waits for one
+    finally:
+        host.stop()
+    assert proc.poll() is not None
+
+
 def hosts_of(env: dict[str, str]) -> set[int]:
     """The warm host processes (python -m daemon.engine.host) of this test's environment."""
     found = set()
@@ -284,8 +307,9 @@ def test_one_warm_host_renders_every_clip_and_a_dead_one_is_replaced(
         while proc.poll() is None and time.monotonic() < deadline:
             now = hosts_of(env)
             seen.append(now)
-            if now and killed is None and sum(bool(s) for s in seen) > 10:
-                killed = next(iter(now))
+            # the hosts start before the clips are assessed: kill one while it encodes
+            if killed is None and any(encoding(pid) for pid in now):
+                killed = next(pid for pid in now if encoding(pid))
                 os.kill(killed, signal.SIGKILL)  # mid-chunk: the host dies, not the run
             time.sleep(0.1)
     finally:
