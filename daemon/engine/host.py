@@ -373,7 +373,8 @@ class _Spawner:
 
 class WarmHost:
     """This machine's host process for one device slot (its environment: the slot's GPU and
-    thread budget), started on first use and again after it died or was stopped."""
+    thread budget), started by :meth:`start` or on first use, and again after it died or was
+    stopped."""
 
     def __init__(
         self,

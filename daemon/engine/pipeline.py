@@ -646,7 +646,7 @@ class Pipeline(Children):
                     run_claimed_chunk(
                         c.store,
                         row,
-                        self._pipe_in(None),  # unused: run_task runs the chunk there
+                        None,  # run_task runs the whole chunk there
                         max_attempts=c.max_attempts,
                         run_task=self._stoppable(slot.run),
                     )
@@ -851,13 +851,13 @@ def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
 def run_claimed_chunk(
     store: ChunkStore,
     row: ChunkRow,
-    run_pipe: PipeRunner,
+    run_pipe: PipeRunner | None,
     *,
     max_attempts: int,
     run_task: ChunkRunner | None = None,
 ) -> None:
-    """Run a claimed chunk (with ``run_pipe`` here, or all of it by ``run_task``) and record
-    the outcome (done, or a failed attempt)."""
+    """Run a claimed chunk (with ``run_pipe`` here, or all of it by ``run_task``: a warm host
+    or a cluster's) and record the outcome (done, or a failed attempt)."""
     last = [0.0]
 
     def on_progress(frame: int, fps: float) -> None:
@@ -870,6 +870,7 @@ def run_claimed_chunk(
         if run_task is not None:
             run_task(row.task, on_progress)
         else:
+            assert run_pipe is not None
             run_chunk(row.task, run_pipe, on_progress=on_progress)
     except Cancelled:
         store.release(worker_prefix=row.worker or "")

@@ -24,10 +24,12 @@ from daemon.core.errors import AppError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
 from daemon.engine.chunks import ChunkStore
 from daemon.engine.finish import Engine
+from daemon.engine.host import WarmHost
 from daemon.engine.pipeline import (
     Cancelled,
-    Children,
     Chunking,
+    ChunkRunner,
+    ChunkSlot,
     Progress,
     SourceChanged,
     run_claimed_chunk,
@@ -44,11 +46,16 @@ from vs_scripts.plan.preset import Preset
 log = logging.getLogger(__name__)
 
 
+HOST_IDLE_S = 300.0  # a worker's host idle this long is stopped (its memory, GPU memory too)
+
+
 class Worker:
-    """Claims jobs, and between jobs takes chunks of other workers' long jobs. Its children
-    run in its device slot (a GPU, or a share of the cores). With a ``cluster``, chunks run
-    on the cluster's nodes instead (every job, however short, is at least one chunk there)
-    and no job is claimed while the cluster cannot be reached."""
+    """Claims jobs, and between jobs takes chunks of other workers' long jobs. Its encodes
+    (every clip is at least one chunk) run in its warm host, a process in its device slot (a
+    GPU, or a share of the cores) that keeps VapourSynth, torch and the networks loaded from
+    one chunk to the next, and is stopped after ``HOST_IDLE_S`` without work. With a
+    ``cluster``, chunks run on the cluster's nodes instead and no job is claimed while the
+    cluster cannot be reached."""
 
     def __init__(
         self,
@@ -68,6 +75,8 @@ class Worker:
         self.current: Engine | None = None
         self.job_id: int | None = None
         self._chunks: ChunkStore | None = None
+        self._host = WarmHost(f"{name}@host", self.slot.env(), self.slot.threads)
+        self._host_used = time.monotonic()
 
     @property
     def chunks(self) -> ChunkStore:
@@ -86,15 +95,53 @@ class Worker:
         if row is None:
             return False
         self.queue.set_worker_device(None, self.name, self.slot.device)
-        runner = Children(should_stop=self.stop.is_set, env=self.slot.env())
         log.info("taking chunk %d of %s", row.index, row.job)
         with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back
             run_claimed_chunk(
-                self.chunks, row, runner._run_pipe, max_attempts=self.cfg.max_attempts
-            )
+                self.chunks, row, None, max_attempts=self.cfg.max_attempts,
+                run_task=self._on_host(self.stop.is_set),
+            )  # fmt: skip
         return True
 
+    def _on_host(self, should_stop) -> ChunkRunner:  # type: ignore[no-untyped-def]
+        """A chunk runner on this worker's warm host; the chunk (and its host) stops when
+        ``should_stop`` turns true (the runner's progress comes at least every second)."""
+
+        def run(task, on_progress) -> None:  # type: ignore[no-untyped-def]
+            def checked(frame: int, fps: float) -> None:
+                if should_stop():
+                    raise Cancelled("the daemon is stopping.")
+                on_progress(frame, fps)
+
+            try:
+                self._host.run(task, checked)
+            finally:
+                self._host_used = time.monotonic()
+
+        return run
+
+    def _placer(self):  # type: ignore[no-untyped-def]
+        """The job's chunks on this worker's host (``Chunking.place``): the engine wraps the
+        runner so a stop or cancel ends the chunk."""
+
+        @contextlib.contextmanager
+        def place(_should_stop):  # type: ignore[no-untyped-def]
+            yield ChunkSlot("host", self._on_host(lambda: False))
+
+        return place
+
+    def _rest_host(self) -> None:
+        """Between jobs: a host idle for ``HOST_IDLE_S`` gives its memory back."""
+        if time.monotonic() - self._host_used > HOST_IDLE_S:
+            self._host.stop()
+
     def run_forever(self, idle: float = 0.5) -> None:
+        try:
+            self._serve(idle)
+        finally:
+            self._host.stop()
+
+    def _serve(self, idle: float) -> None:
         while not self.stop.is_set():
             if self.cluster is not None and not self.cluster.ready():
                 self.stop.wait(idle)  # jobs stay queued until the cluster answers
@@ -110,6 +157,7 @@ class Worker:
                     if self.help_with_chunks():
                         continue
                     self.assemble_settled()
+                    self._rest_host()
                 except Exception:  # a bug must not stop the daemon
                     log.exception("worker %s: unexpected error between jobs", self.name)
                 self.stop.wait(idle)
@@ -266,7 +314,8 @@ class Worker:
             seconds=self.cfg.chunk_seconds,
             worker=self.name,
             max_attempts=self.cfg.max_attempts,
-            envs=(self.slot.env(),),
+            place=self._placer(),
+            always=True,  # a short clip is one chunk, on the host too
         )
         if self.cluster is not None:
             chunking = self._on_cluster(chunking, job.preset)

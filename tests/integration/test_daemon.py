@@ -90,6 +90,24 @@ def children_of(pid: int) -> list[str]:
     return [line for line in out.splitlines()[1:] if line.split()[1] == str(pid)]
 
 
+def hosts_of(pid: int) -> set[int]:
+    """The warm host processes (python -m daemon.engine.host) the daemon ``pid`` started."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return {
+        int(line.split()[0])
+        for line in out.splitlines()[1:]
+        if line.split()[1] == str(pid) and "daemon.engine.host" in line
+    }
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def all_done(r: DaemonRunner, n: int) -> bool:
     jobs = r.jobs()
     return len(jobs) == n and all(j.state in (JobState.DONE, JobState.FAILED) for j in jobs)
@@ -150,6 +168,31 @@ def test_twenty_clips_dropped_at_once_all_finish(runner: DaemonRunner, tmp_path:
     assert runner.stop() == 0
 
 
+def test_workers_keep_their_warm_hosts_from_job_to_job(
+    runner: DaemonRunner, tmp_path: Path
+) -> None:
+    """Four clips, one after another, on two workers: every encode runs in a worker's warm
+    host (the script's libraries load once per worker, not once per clip), at most one host
+    per worker; the daemon's stop takes its hosts with it."""
+    runner.start()
+    assert runner.proc is not None
+    seen: set[int] = set()
+    for i in range(4):
+        # distinct lengths, so none is a duplicate of another
+        make_clip(tmp_path / f"c{i}.mp4", size="160x90", fps="12", seconds=1.0 + i / 4)
+        shutil.copy(tmp_path / f"c{i}.mp4", runner.hot / f"c{i}.mp4")
+
+        def finished(n: int = i + 1) -> bool:
+            seen.update(hosts_of(runner.proc.pid))
+            return all_done(runner, n)
+
+        wait_for(finished, 90, f"clip {i}")
+    assert all(j.state is JobState.DONE for j in runner.jobs())
+    assert 1 <= len(seen) <= 2, seen  # two workers: two hosts at most, for four jobs
+    assert runner.stop() == 0
+    assert not any(alive(h) for h in seen)
+
+
 def test_kill_9_during_encode_then_restart_finishes_exactly_once(
     runner: DaemonRunner, tmp_path: Path
 ) -> None:
@@ -165,6 +208,8 @@ def test_kill_9_during_encode_then_restart_finishes_exactly_once(
     wait_for(encoding, 60, "the encode to start")
     pid = runner.proc.pid
     assert children_of(pid), "the encode runs in child processes"
+    hosts = hosts_of(pid)
+    assert hosts, "in a worker's warm host"
     runner.proc.send_signal(signal.SIGKILL)
     runner.proc.wait()
     runner.proc = None
@@ -173,6 +218,7 @@ def test_kill_9_during_encode_then_restart_finishes_exactly_once(
         ["pgrep", "-f", str(runner.root / "work")], capture_output=True, text=True
     ).stdout.split()
     assert not leftover, "children must die with the daemon"
+    wait_for(lambda: not any(alive(h) for h in hosts), 10, "its warm hosts to die too")
     assert (runner.slow / "long.mp4").exists(), "the source is untouched until delivery"
 
     runner.start()
