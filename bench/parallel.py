@@ -2,7 +2,7 @@
 of chunking. By hand, not in CI (minutes):
 
     .venv/bin/python bench/parallel.py [--seconds 60] [--preset small-x265] [--size 320x180]
-                                       [--clips N] [--rounds R]
+                                       [--clips N] [--rounds R] [--ceiling]
 
 Runs ``finishline process`` on one generated clip (or a batch of N) four ways, each pinned
 with ``taskset``:
@@ -11,7 +11,9 @@ with ``taskset``:
 and prints wall times and the ratios the issue asks for: B/A scaling (target >= 1.8x),
 B against C (splitting must cost nothing: >= 0.95x), D against A (chunking <= 5 % slower).
 With ``--rounds R`` the four run R times, interleaved, and the ratios use each one's best
-time. Quote ratios from one run of the bench: this machine is noisy.
+time. ``--ceiling`` adds E, two A runs at once, one per core: 2A/E is what two cores give
+this work on this machine at all (shared caches, memory, a virtual machine's neighbours),
+the ceiling for B/A. Quote ratios from one run of the bench: this machine is noisy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +57,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=float, default=10.0, help="chunk seconds")
     ap.add_argument("--clips", type=int, default=1, help="a batch of this many clips")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of A B C D; each its best")
+    ap.add_argument("--ceiling", action="store_true", help="also E: A on each core at once")
     args = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs at least 2 cores")
@@ -95,9 +99,19 @@ def main() -> None:
             times[key].append(
                 run(label, cpus, srcs, out(f"{key.lower()}{r}"), args.preset, workers, chunk, env)
             )
+        if args.ceiling:  # A on each core at once: what two cores give this work here
+            with ThreadPoolExecutor(2) as pool:
+                pair = [
+                    pool.submit(run, f"E A on core {k}, two at once", str(k), srcs,
+                                out(f"e{k}{r}"), args.preset, 1, args.chunk, env)
+                    for k in (0, 1)
+                ]  # fmt: skip
+                times.setdefault("E", []).append(max(f.result() for f in pair))
     a, b, c, d = (min(times[k]) for k in configs)
     if args.rounds > 1:
         print("best of each: " + ", ".join(f"{k} {min(v):.1f} s" for k, v in times.items()))
+    if args.ceiling:
+        print(f"the machine's ceiling, 2A/E: {2 * a / min(times['E']):.2f}x")
     print(f"scaling B/A: {a / b:.2f}x (target >= 1.8)")
     print(f"splitting, B against C: {c / b:.2f}x (target >= 0.95)")
     print(f"chunking, A against D: {100 * (a / d - 1):+.1f} % (target <= +5 %)")
