@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shlex
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from daemon.engine.finish import Engine
 from daemon.engine.host import WarmHost
 from daemon.engine.pipeline import (
     Cancelled,
+    Children,
     Chunking,
     ChunkRunner,
     ChunkSlot,
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 
 
 HOST_IDLE_S = 300.0  # a worker's host idle this long is stopped (its memory, GPU memory too)
+
+
+def use_hosts() -> bool:
+    """Warm hosts, unless ``FINISHLINE_HOSTS=0`` asks for a vspipe per encode."""
+    return os.environ.get("FINISHLINE_HOSTS", "1") != "0"
 
 
 class Worker:
@@ -97,10 +104,16 @@ class Worker:
         self.queue.set_worker_device(None, self.name, self.slot.device)
         log.info("taking chunk %d of %s", row.index, row.job)
         with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back
-            run_claimed_chunk(
-                self.chunks, row, None, max_attempts=self.cfg.max_attempts,
-                run_task=self._on_host(self.stop.is_set),
-            )  # fmt: skip
+            if use_hosts():
+                run_claimed_chunk(
+                    self.chunks, row, None, max_attempts=self.cfg.max_attempts,
+                    run_task=self._on_host(self.stop.is_set),
+                )  # fmt: skip
+            else:
+                runner = Children(should_stop=self.stop.is_set, env=self.slot.env())
+                run_claimed_chunk(
+                    self.chunks, row, runner._run_pipe, max_attempts=self.cfg.max_attempts
+                )
         return True
 
     def _on_host(self, should_stop) -> ChunkRunner:  # type: ignore[no-untyped-def]
@@ -314,9 +327,10 @@ class Worker:
             seconds=self.cfg.chunk_seconds,
             worker=self.name,
             max_attempts=self.cfg.max_attempts,
-            place=self._placer(),
-            always=True,  # a short clip is one chunk, on the host too
+            envs=(self.slot.env(),),
         )
+        if use_hosts():  # a short clip is one chunk too, on the host
+            chunking = dataclasses.replace(chunking, envs=(), place=self._placer(), always=True)
         if self.cluster is not None:
             chunking = self._on_cluster(chunking, job.preset)
         result = engine.finish(

@@ -193,6 +193,27 @@ def test_workers_keep_their_warm_hosts_from_job_to_job(
     assert not any(alive(h) for h in seen)
 
 
+def test_without_hosts_each_encode_is_a_vspipe(runner: DaemonRunner, tmp_path: Path) -> None:
+    """``FINISHLINE_HOSTS=0``: the workers start a vspipe per encode and no host."""
+    runner.env["FINISHLINE_HOSTS"] = "0"
+    runner.start()
+    assert runner.proc is not None
+    make_clip(tmp_path / "v.mp4", size="160x90", fps="12", seconds=1.0)
+    shutil.copy(tmp_path / "v.mp4", runner.slow / "v.mp4")
+    kinds: set[str] = set()
+    hosts: set[int] = set()
+
+    def finished() -> bool:
+        kinds.update(line.split()[2] for line in children_of(runner.proc.pid))
+        hosts.update(hosts_of(runner.proc.pid))
+        return all_done(runner, 1)
+
+    wait_for(finished, 90, "the job")
+    assert runner.jobs()[0].state is JobState.DONE
+    assert "vspipe" in kinds and not hosts, (kinds, hosts)
+    assert runner.stop() == 0
+
+
 def test_kill_9_during_encode_then_restart_finishes_exactly_once(
     runner: DaemonRunner, tmp_path: Path
 ) -> None:
