@@ -648,7 +648,7 @@ class Pipeline(Children):
                         row,
                         None,  # run_task runs the whole chunk there
                         max_attempts=c.max_attempts,
-                        run_task=self._stoppable(slot.run),
+                        run_task=stoppable(slot.run, self.should_stop),
                     )
         except Cancelled as exc:
             if not self.should_stop():  # not our stop: the executor gave up (cluster gone)
@@ -672,20 +672,6 @@ class Pipeline(Children):
             self._run_pipe(first, second, total, on_frames, env=env)
 
         return run_pipe
-
-    def _stoppable(self, run: ChunkRunner) -> ChunkRunner:
-        """``run`` whose progress callback raises :class:`Cancelled` once we stop (a runner
-        calls it at least every second and stops its remote chunk when it raises)."""
-
-        def run_task(task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
-            def checked(frame: int, fps: float) -> None:
-                if self.should_stop():
-                    raise Cancelled("cancelled while encoding chunks.")
-                on_progress(frame, fps)
-
-            run(task, checked)
-
-        return run_task
 
     def _audio(self, job: Prepared, out: Path, timings: list[StageTiming]) -> Path | None:
         """The delivered audio into ``out`` (loudness measured first where the preset
@@ -846,6 +832,22 @@ def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
     """Whether the output shows the source's picture edge to edge at the source's aspect."""
     w, h = display_size(media)
     return h > 0 and plan.height > 0 and abs(w / h - plan.width / plan.height) < 0.01
+
+
+def stoppable(run: ChunkRunner, should_stop: Callable[[], bool]) -> ChunkRunner:
+    """``run`` whose progress callback raises :class:`Cancelled` once ``should_stop`` (a
+    runner calls it at least every second and stops its chunk, host or remote, when it
+    raises)."""
+
+    def run_task(task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
+        def checked(frame: int, fps: float) -> None:
+            if should_stop():
+                raise Cancelled("cancelled while encoding chunks.")
+            on_progress(frame, fps)
+
+        run(task, checked)
+
+    return run_task
 
 
 def run_claimed_chunk(

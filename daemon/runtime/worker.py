@@ -18,23 +18,24 @@ import sqlite3
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from daemon.core.artifacts import ClipPlan
 from daemon.core.errors import AppError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
-from daemon.engine.chunks import ChunkStore
+from daemon.engine.chunks import ChunkStore, ChunkTask
 from daemon.engine.finish import Engine
 from daemon.engine.host import WarmHost
 from daemon.engine.pipeline import (
     Cancelled,
     Children,
     Chunking,
-    ChunkRunner,
     ChunkSlot,
     Progress,
     SourceChanged,
     run_claimed_chunk,
+    stoppable,
 )
 from daemon.engine.presets import find_preset
 from daemon.engine.slots import Slot, plan_slots, usable_cores
@@ -107,7 +108,7 @@ class Worker:
             if use_hosts():
                 run_claimed_chunk(
                     self.chunks, row, None, max_attempts=self.cfg.max_attempts,
-                    run_task=self._on_host(self.stop.is_set),
+                    run_task=stoppable(self._on_host, self.stop.is_set),
                 )  # fmt: skip
             else:
                 runner = Children(should_stop=self.stop.is_set, env=self.slot.env())
@@ -116,22 +117,13 @@ class Worker:
                 )
         return True
 
-    def _on_host(self, should_stop) -> ChunkRunner:  # type: ignore[no-untyped-def]
-        """A chunk runner on this worker's warm host; the chunk (and its host) stops when
-        ``should_stop`` turns true (the runner's progress comes at least every second)."""
-
-        def run(task, on_progress) -> None:  # type: ignore[no-untyped-def]
-            def checked(frame: int, fps: float) -> None:
-                if should_stop():
-                    raise Cancelled("the daemon is stopping.")
-                on_progress(frame, fps)
-
-            try:
-                self._host.run(task, checked)
-            finally:
-                self._host_used = time.monotonic()
-
-        return run
+    def _on_host(self, task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
+        """Run a chunk on this worker's warm host (a progress callback that raises stops the
+        chunk and its host)."""
+        try:
+            self._host.run(task, on_progress)
+        finally:
+            self._host_used = time.monotonic()
 
     def _placer(self):  # type: ignore[no-untyped-def]
         """The job's chunks on this worker's host (``Chunking.place``): the engine wraps the
@@ -139,7 +131,7 @@ class Worker:
 
         @contextlib.contextmanager
         def place(_should_stop):  # type: ignore[no-untyped-def]
-            yield ChunkSlot("host", self._on_host(lambda: False))
+            yield ChunkSlot("host", self._on_host)
 
         return place
 
