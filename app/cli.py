@@ -562,12 +562,12 @@ def _local_slots(slots, pool, preset):  # type: ignore[no-untyped-def]
     torch and the models load once per slot, not once per clip or chunk. The hosts start now
     and import what the preset's networks need while this process assesses and checks the
     clips (``FINISHLINE_HOSTS=0``: a vspipe per encode instead)."""
-    from daemon.engine.host import HostPool
+    from daemon.engine.host import HostPool, use_hosts
     from daemon.engine.pipeline import SlotPool
 
     if not slots or pool is not None:
         return None
-    if os.environ.get("FINISHLINE_HOSTS", "1") == "0":
+    if not use_hosts():
         return SlotPool(slots)
     ai = preset.motion.method == "rife" or preset.upscale.model != "off"
     hosts = HostPool(slots, preload=("torch", "vs_scripts.runtime.nets") if ai else ())

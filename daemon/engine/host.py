@@ -342,6 +342,11 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
         send({"result": result})
 
 
+def use_hosts() -> bool:
+    """Warm hosts, unless ``FINISHLINE_HOSTS=0`` asks for a vspipe per encode."""
+    return os.environ.get("FINISHLINE_HOSTS", "1") != "0"
+
+
 class _Spawner:
     """Starts processes from one thread that lives as long as this process: the parent-death
     signal a host gets (setpriv) fires when the *thread* that started it ends, and the chunk

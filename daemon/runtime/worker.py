@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shlex
 import sqlite3
 import threading
@@ -26,7 +25,7 @@ from daemon.core.errors import AppError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
 from daemon.engine.chunks import ChunkStore, ChunkTask
 from daemon.engine.finish import Engine
-from daemon.engine.host import WarmHost
+from daemon.engine.host import WarmHost, use_hosts
 from daemon.engine.pipeline import (
     Cancelled,
     Children,
@@ -50,11 +49,6 @@ log = logging.getLogger(__name__)
 
 
 HOST_IDLE_S = 300.0  # a worker's host idle this long is stopped (its memory, GPU memory too)
-
-
-def use_hosts() -> bool:
-    """Warm hosts, unless ``FINISHLINE_HOSTS=0`` asks for a vspipe per encode."""
-    return os.environ.get("FINISHLINE_HOSTS", "1") != "0"
 
 
 class Worker:
