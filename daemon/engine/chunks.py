@@ -28,6 +28,7 @@ from typing import BinaryIO
 from daemon.core.errors import AppError, EncodeError
 from daemon.core.sqlite import immediate
 from daemon.core.tools import find_tool, media_arg, pid_alive, run_capture, tail
+from vs_scripts.plan.chunks import next_chunk
 
 CHUNKS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -168,15 +169,32 @@ class ChunkStore:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def claim(self, worker: str, *, job: str | None = None) -> ChunkRow | None:
-        """Atomically take the next queued chunk (of ``job``, or of any job)."""
-        where = "state='queued'" + (" AND job=:job" if job is not None else "")
+    def claim(
+        self, worker: str, *, job: str | None = None, after: tuple[str, int] | None = None
+    ) -> ChunkRow | None:
+        """Atomically take a queued chunk of ``job`` (or of the first job that has one, the
+        job of ``after`` first): the one :func:`next_chunk` picks, ``after`` being the job and
+        index of the chunk this worker's host ran last."""
         with self._tx() as db:
+            if job is None:
+                queued = "SELECT DISTINCT job FROM chunks WHERE state='queued' ORDER BY job"
+                jobs = [r[0] for r in db.execute(queued)]
+                if not jobs:
+                    return None
+                job = after[0] if after is not None and after[0] in jobs else jobs[0]
+            rows = db.execute(
+                "SELECT idx, state FROM chunks WHERE job=? ORDER BY idx", (job,)
+            ).fetchall()
+            indices, states = zip(*rows, strict=True) if rows else ((), ())
+            last = after[1] if after is not None and after[0] == job else None
+            pick = next_chunk(states, indices.index(last) if last in indices else None)
+            if pick is None:
+                return None
+            index = indices[pick]
             row = db.execute(
-                "UPDATE chunks SET state='running', worker=:w, frame=0, fps=0, updated=:now "
-                f"WHERE rowid=(SELECT rowid FROM chunks WHERE {where} ORDER BY job, idx LIMIT 1) "
-                "AND state='queued' RETURNING *",
-                {"w": worker, "now": time.time(), "job": job},
+                "UPDATE chunks SET state='running', worker=?, frame=0, fps=0, updated=? "
+                "WHERE job=? AND idx=? AND state='queued' RETURNING *",
+                (worker, time.time(), job, index),
             ).fetchone()
         return chunk_row(row) if row else None
 

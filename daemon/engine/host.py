@@ -112,6 +112,8 @@ class ChunkHost:
         self._encoder: subprocess.Popen[bytes] | None = None
         self._cancelled = False
         self._lock = threading.Lock()
+        # the last script's whole output, kept for the job's next chunk: see _clip
+        self._kept: tuple[tuple[object, ...], object] | None = None
 
     def where(self) -> dict[str, object]:
         return {
@@ -161,6 +163,28 @@ class ChunkHost:
                     "trace": traceback.format_exc()}  # fmt: skip
         return {"ok": True, "output": task.output, **where}
 
+    def forget(self) -> None:
+        """Let go of the kept script output (its decoders and frame caches)."""
+        with self._lock:
+            self._kept = None
+
+    def _clip(self, call: VspipeCall):  # type: ignore[no-untyped-def]
+        """Output 0 of ``call``'s script over its range. The script's whole output is kept
+        for the next chunk: a job's chunks mostly come to a host in order, and the next one
+        then goes on decoding where this one stopped (no seek back to a keyframe, the
+        temporal stages' context frames still cached) instead of loading the script again."""
+        key = (call.script, Path(call.script).read_bytes(), tuple(sorted(call.args.items())))
+        with self._lock:
+            kept = self._kept
+        if kept is None or kept[0] != key:
+            self.forget()  # the old job's decoders go before the new ones open
+            kept = (key, _load_clip(call))
+            with self._lock:
+                self._kept = kept
+        whole = kept[1]
+        end = whole.num_frames if call.end is None else call.end  # type: ignore[attr-defined]
+        return whole[call.start : end]  # type: ignore[index]
+
     def _on_progress(self, frame: int, fps: float) -> None:
         self._progress = (frame, fps)
 
@@ -178,8 +202,9 @@ class ChunkHost:
         encoder = _local_tool(second)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout never carries anything
-                clip = _load_clip(call)
+                clip = self._clip(call)
         except Exception:
+            self.forget()
             raise EncodeError(
                 "chunk",
                 [first, second],
@@ -212,6 +237,7 @@ class ChunkHost:
                 clip.output(proc.stdin, y4m=True, progress_update=progress)
         except (vs.Error, OSError) as exc:
             vs_code, vs_tail = 1, f"{type(exc).__name__}: {exc}"
+            self.forget()  # loaded again for the retry
         finally:
             with contextlib.suppress(OSError):
                 proc.stdin.close()  # type: ignore[union-attr]
@@ -236,7 +262,7 @@ class ChunkHost:
 
 
 def _load_clip(call: VspipeCall):  # type: ignore[no-untyped-def]
-    """Execute the script as vspipe does and return output 0 over ``[start, end)``."""
+    """Execute the script as vspipe does and return its whole output 0."""
     import vapoursynth as vs
 
     vs.clear_outputs()
@@ -245,9 +271,7 @@ def _load_clip(call: VspipeCall):  # type: ignore[no-untyped-def]
     code = compile(Path(call.script).read_bytes(), call.script, "exec")
     exec(code, scope)
     out = vs.get_output(0)
-    clip = getattr(out, "clip", out)
-    end = clip.num_frames if call.end is None else call.end
-    return clip[call.start : end]
+    return getattr(out, "clip", out)
 
 
 def _not_visible(task: ChunkTask) -> str | None:
@@ -320,9 +344,12 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
         with lock:
             channel.write(json.dumps(message) + "\n")
 
+    idle: threading.Timer | None = None
     for line in sys.stdin:
         if not line.strip():
             continue
+        if idle is not None:
+            idle.cancel()
         running = threading.Event()
         running.set()
 
@@ -340,6 +367,14 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
             running.clear()
             reporter.join()
         send({"result": result})
+        # the kept script output is for the job's next chunk, which comes at once or not at all
+        idle = threading.Timer(KEEP_S, host.forget)
+        idle.daemon = True
+        idle.start()
+
+
+#: seconds a host keeps the last chunk's script output (decoders, frame caches) when idle
+KEEP_S = 30.0
 
 
 def use_hosts() -> bool:

@@ -288,6 +288,7 @@ class Pipeline(Children):
         self.threads = threads
         self.chunking = chunking
         self._models: dict[str, str] = {}
+        self._last_on: dict[str, tuple[str, int]] = {}  # slot name -> (job, chunk) it ran last
 
     # -- public -------------------------------------------------------------------------------
 
@@ -640,9 +641,13 @@ class Pipeline(Children):
                         )
                     continue
                 with c.place(self.should_stop) as slot:  # a free slot elsewhere, then a chunk
-                    row = c.store.claim(f"{name}@{slot.name}", job=c.job)
+                    # the chunk after the one this slot's host ran last, where there is one:
+                    # the host goes on reading the script it has open there (no seek)
+                    after = self._last_on.get(slot.name)
+                    row = c.store.claim(f"{name}@{slot.name}", job=c.job, after=after)
                     if row is None:
                         return
+                    self._last_on[slot.name] = (row.job, row.index)
                     run_claimed_chunk(
                         c.store,
                         row,

@@ -79,6 +79,7 @@ class Worker:
         self._chunks: ChunkStore | None = None
         self._host = WarmHost(f"{name}@host", self.slot.env(), self.slot.threads)
         self._host_used = time.monotonic()
+        self._helped: tuple[str, int] | None = None  # the last chunk of another job it ran
 
     @property
     def chunks(self) -> ChunkStore:
@@ -93,9 +94,10 @@ class Worker:
         cluster the job's own threads already fill every slot there: nothing to help with."""
         if self.queue.paused or self.cluster is not None:
             return False
-        row = self.chunks.claim(self.name)
+        row = self.chunks.claim(self.name, after=self._helped)
         if row is None:
             return False
+        self._helped = (row.job, row.index)  # its host goes on from there next time
         self.queue.set_worker_device(None, self.name, self.slot.device)
         log.info("taking chunk %d of %s", row.index, row.job)
         with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back

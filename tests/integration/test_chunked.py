@@ -323,3 +323,54 @@ def test_one_warm_host_renders_every_clip_and_a_dead_one_is_replaced(
         "c0.slow-x265.mp4", "c1.slow-x265.mp4", "c2.slow-x265.mp4",
     ]  # fmt: skip
     assert not hosts_of(env)  # the run stopped its host
+
+
+COUNTING_SCRIPT = """import vapoursynth as vs
+with open(log, "a") as f:  # noqa: F821 (log arrives as a script argument)
+    f.write("loaded\\n")
+blank = vs.core.std.BlankClip(width=64, height=36, length=30, format=vs.YUV420P8, fpsnum=24)
+clip = vs.core.std.FrameEval(blank, lambda n: blank.std.BlankClip(color=[{base} + 5 * n, 128, 128]))
+clip.set_output()
+"""
+
+
+def test_a_host_goes_on_with_the_script_it_has_open(tmp_path: Path) -> None:
+    """A job's consecutive chunks on one host run from the script output it kept (loaded
+    once, decoding goes on where it stopped); the frames are the whole run's. Another script,
+    or the same one changed, is loaded anew, and nothing is kept after a failed chunk."""
+    from daemon.engine.chunks import ChunkTask
+    from daemon.engine.host import ChunkHost
+
+    script, log = tmp_path / "count.vpy", tmp_path / "loads.txt"
+    script.write_text(COUNTING_SCRIPT.format(base=16))
+    log.write_text("")
+    host = ChunkHost(1)
+
+    def run(start: int, end: int, name: str) -> Path:
+        out = tmp_path / f"{name}.mkv"
+        vspipe = ["vspipe", "-c", "y4m", "--arg", f"log={log}", "-s", str(start), "-e",
+                  str(end - 1), str(script), "-"]  # fmt: skip
+        encoder = ["ffmpeg", "-v", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-", "-c:v",
+                   "ffv1", "-f", "matroska", str(tmp_path / f"{name}.partial.mkv")]  # fmt: skip
+        task = ChunkTask(0, start, end, vspipe, encoder, encoder[-1], str(out))
+        result = host.run(task.to_json(), "")
+        assert result["ok"], result
+        return out
+
+    def loads() -> int:
+        return log.read_text().count("loaded")
+
+    parts = [run(a, a + 10, f"part{a}") for a in (0, 10, 20)]
+    assert loads() == 1  # three chunks, one load
+    whole = run(0, 30, "whole")
+    assert loads() == 1
+    assert [h for p in parts for h in frame_hashes(p)] == frame_hashes(whole)
+    script.write_text(COUNTING_SCRIPT.format(base=40))  # a new render of the job's script
+    changed = run(0, 10, "changed")
+    assert loads() == 2 and frame_hashes(changed) != frame_hashes(parts[0])
+    script.write_text("raise RuntimeError('broken')\n")
+    failed = host.run(
+        ChunkTask(0, 0, 10, ["vspipe", str(script), "-"], ["true"], "p", "o").to_json(), ""
+    )
+    assert not failed["ok"] and host._kept is None  # a failed script keeps nothing
+    host.forget()

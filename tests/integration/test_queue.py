@@ -215,3 +215,35 @@ def test_a_reader_waits_for_a_queue_the_daemon_is_still_creating(tmp_path: Path)
     sqlite3.connect(empty).close()
     with pytest.raises(QueueUnavailable, match="not a finishline queue"):
         QueueReader(empty, timeout=0.2)  # an empty file that stays empty: refused, not hung
+
+
+def test_chunk_claims_keep_each_host_on_consecutive_chunks(tmp_path: Path) -> None:
+    """Two workers on one job's six chunks each take a run of consecutive chunks (their hosts
+    go on reading where they stopped); a helper with no job of its own takes the job its last
+    chunk came from first."""
+    from daemon.engine.chunks import ChunkStore, ChunkTask
+
+    store = ChunkStore(tmp_path / "chunks.db")
+
+    def plan(job: str, n: int) -> None:
+        tasks = [ChunkTask(i, 10 * i, 10 * i + 10, ["vspipe"], ["enc"], "p", "o") for i in range(n)]
+        store.plan(job, "k", tasks)
+
+    plan("a", 6)
+    taken: dict[str, list[int]] = {"w1": [], "w2": []}
+    last: dict[str, tuple[str, int] | None] = {"w1": None, "w2": None}
+    while True:
+        rows = {w: store.claim(w, job="a", after=last[w]) for w in taken}
+        if not any(rows.values()):
+            break
+        for w, row in rows.items():
+            if row is not None:
+                taken[w].append(row.index)
+                last[w] = (row.job, row.index)
+                store.done(row)
+    assert taken == {"w1": [0, 1, 2], "w2": [3, 4, 5]}
+    plan("b", 2)
+    plan("c", 2)
+    first = store.claim("helper", after=("c", 7))
+    assert first is not None and (first.job, first.index) == ("c", 0)
+    store.close()

@@ -9,7 +9,14 @@ import pytest
 
 from daemon.engine.chunks import mov_video_samples
 from daemon.engine.slots import Slot, plan_slots
-from vs_scripts.plan.chunks import Chunk, chunk_length, context_frames, map_cuts, plan_chunks
+from vs_scripts.plan.chunks import (
+    Chunk,
+    chunk_length,
+    context_frames,
+    map_cuts,
+    next_chunk,
+    plan_chunks,
+)
 
 
 def ranges(chunks: list[Chunk]) -> list[tuple[int, int]]:
@@ -87,6 +94,49 @@ def test_lengths_context_and_cut_mapping() -> None:
     assert context_frames(rife=True, denoise_radius=0, stabilise=True) == 4
     assert context_frames(rife=True, denoise_radius=0, stabilise=False) == 1
     assert map_cuts([1.0, 2.5, 99.0], 24, 100) == [24, 60]
+
+
+def test_a_free_worker_goes_on_where_its_host_stopped_or_splits_the_longest_run() -> None:
+    q, r, d = "queued", "running", "done"
+    assert next_chunk([]) is None and next_chunk([d, r, d]) is None
+    assert next_chunk([q] * 6) == 0  # the first worker starts at the beginning
+    assert next_chunk([r, q, q, q, q, q]) == 3  # the second takes the second half
+    assert next_chunk([d, q, q, r, q, q], after=0) == 1  # each goes on with its own run
+    assert next_chunk([d, r, q, d, q, q], after=3) == 4
+    # its next one is taken: a run nobody is in front of, else the longest run's middle
+    assert next_chunk([d, d, r, r, q, d, q, q], after=1) == 6
+    assert next_chunk([d, r, q, q, q, d, r, q], after=5) == 3
+    # a retried chunk (back to queued) with no one in front is taken first
+    assert next_chunk([q, r, q, q], after=None) == 0
+
+
+def simulate(chunks: int, workers: int) -> list[list[int]]:
+    """Which chunks each worker runs when they take turns claiming (one finishes, claims)."""
+    states, runs = ["queued"] * chunks, [[] for _ in range(workers)]
+    current: list[int | None] = [None] * workers
+    for turn in itertools.count():
+        w = turn % workers
+        if current[w] is not None:
+            states[current[w]] = "done"
+        pick = next_chunk(states, runs[w][-1] if runs[w] else None)
+        current[w] = pick
+        if pick is None:
+            if all(c is None for c in current):
+                return runs
+            continue
+        states[pick] = "running"
+        runs[w].append(pick)
+    raise AssertionError
+
+
+@pytest.mark.parametrize(("chunks", "workers"), [(6, 2), (12, 2), (9, 3), (20, 4), (3, 4)])
+def test_workers_run_consecutive_chunks_and_share_them_evenly(chunks: int, workers: int) -> None:
+    runs = simulate(chunks, workers)
+    assert sorted(itertools.chain(*runs)) == list(range(chunks))  # each chunk once
+    jumps = sum(b != a + 1 for run in runs for a, b in itertools.pairwise(run))
+    assert jumps <= workers  # a host seeks about once, not at every chunk
+    sizes = [len(run) for run in runs if run]
+    assert max(sizes) - min(sizes) <= 1
 
 
 def test_slots_share_the_cores_and_pin_the_gpus() -> None:

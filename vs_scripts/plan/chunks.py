@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -89,6 +89,38 @@ def _even(a: int, b: int, max_len: int) -> list[tuple[int, int]]:
     step = (b - a) / n
     edges = [a + round(step * i) for i in range(n)] + [b]
     return list(itertools.pairwise(edges))
+
+
+def next_chunk(states: Sequence[str], after: int | None = None) -> int | None:
+    """The queued chunk a free worker takes (``states[i]``: chunk i's "queued", "running",
+    "done" or "failed"; ``after``: the chunk this worker's host ran last, None if none), so
+    that each host runs long runs of consecutive chunks: the next chunk of a run goes on
+    decoding where the last one stopped, where a jump seeks back to a keyframe and re-reads
+    the temporal stages' context.
+
+    1. ``after + 1``, when it is queued;
+    2. else the first queued chunk that no running chunk is right in front of (nobody is
+       about to go on into it);
+    3. else the middle of the longest run of queued chunks: the worker in front of it keeps
+       the first half, this one takes the second.
+
+    None when nothing is queued."""
+    queued = [i for i, s in enumerate(states) if s == "queued"]
+    if not queued:
+        return None
+    if after is not None and after + 1 in queued:
+        return after + 1
+    runs: list[list[int]] = []
+    for i in queued:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    for run in runs:
+        if run[0] == 0 or states[run[0] - 1] != "running":
+            return run[0]
+    longest = max(runs, key=len)  # the first of the longest, for a stable choice
+    return longest[len(longest) // 2]
 
 
 def chunk_length(seconds: float, fps: float) -> int:
