@@ -553,6 +553,7 @@ def _chunking(args: argparse.Namespace, store, engine, src: Path, shared, pool=N
         worker=worker_name("process"),
         place=shared.placer(),
         always=True,
+        check=shared.check,
     )
 
 

@@ -163,6 +163,19 @@ class ChunkHost:
                     "trace": traceback.format_exc()}  # fmt: skip
         return {"ok": True, "output": task.output, **where}
 
+    def info(self, vspipe: Sequence[str]) -> dict[str, object]:
+        """What ``vspipe --info`` would say of a script (``vspipe``: that command), answered
+        here: the script is loaded with the networks this host has loaded already, and kept
+        for the job's chunks."""
+        try:
+            call = parse_vspipe(vspipe)
+            with contextlib.redirect_stdout(sys.stderr):
+                frames = self._clip(VspipeCall(call.script, call.args)).num_frames
+        except Exception:
+            self.forget()
+            return {"ok": False, "kind": "error", "message": _trace_tail()}
+        return {"ok": True, "frames": frames}
+
     def forget(self) -> None:
         """Let go of the kept script output (its decoders and frame caches)."""
         with self._lock:
@@ -350,23 +363,11 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
             continue
         if idle is not None:
             idle.cancel()
-        running = threading.Event()
-        running.set()
-
-        def report(running: threading.Event) -> None:
-            while running.is_set():
-                time.sleep(0.5)
-                if running.is_set():
-                    send({"progress": list(host.progress())})
-
-        reporter = threading.Thread(target=report, args=(running,), daemon=True)
-        reporter.start()
-        try:
-            result = host.run(json.loads(line)["task"], "")
-        finally:
-            running.clear()
-            reporter.join()
-        send({"result": result})
+        request = json.loads(line)
+        if "info" in request:
+            send({"result": host.info(request["info"])})
+        else:
+            send({"result": _run_reporting(host, request["task"], send)})
         # the kept script output is for the job's next chunk, which comes at once or not at all
         idle = threading.Timer(KEEP_S, host.forget)
         idle.daemon = True
@@ -375,6 +376,28 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
 
 #: seconds a host keeps the last chunk's script output (decoders, frame caches) when idle
 KEEP_S = 30.0
+
+
+def _run_reporting(
+    host: ChunkHost, task_json: str, send: Callable[[dict[str, object]], None]
+) -> dict[str, object]:
+    """Run a chunk, sending its progress every half second while it runs."""
+    running = threading.Event()
+    running.set()
+
+    def report() -> None:
+        while running.is_set():
+            time.sleep(0.5)
+            if running.is_set():
+                send({"progress": list(host.progress())})
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        return host.run(task_json, "")
+    finally:
+        running.clear()
+        reporter.join()
 
 
 def use_hosts() -> bool:
@@ -451,34 +474,62 @@ class WarmHost:
     def run(self, task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
         """Run ``task`` in the host; raises as a failed chunk does. When ``on_progress``
         raises (a cancel), the host is stopped and the error goes on."""
+        commands = [task.vspipe, task.encoder]
+        result = self._ask(
+            {"task": task.to_json()}, on_progress, commands, "chunk", "; the chunk is retried"
+        )
+        raise_for(task, result, self._where())
+
+    def info(self, vspipe: Sequence[str]) -> int:
+        """The frame count of the script ``vspipe --info`` (that command) would give, from the
+        host, which keeps the script loaded for the job's chunks; raises as the check would."""
+        result = self._ask({"info": list(vspipe)}, lambda *_: None, [list(vspipe)], "script check")
+        if not result.get("ok"):
+            raise EncodeError(
+                "script check",
+                [list(vspipe)],
+                [1],
+                [str(result.get("message", ""))],
+                hint=f"on {self._where()}: the script failed to load; its error is above",
+            )
+        return int(result["frames"])  # type: ignore[call-overload]
+
+    def _where(self) -> str:
+        return f"{self.name} (pid {self._proc.pid if self._proc else '-'})"
+
+    def _ask(
+        self,
+        request: dict[str, object],
+        on_progress: Callable[[int, float], None],
+        commands: list[list[str]],
+        stage: str,
+        after: str = "",
+    ) -> dict[str, object]:
+        """Send one request and wait for its result (progress lines go to ``on_progress``);
+        raises as ``stage`` failing when the host dies first."""
         proc = self.start()
         assert proc.stdin is not None and proc.stdout is not None
-        result = None
         try:
-            proc.stdin.write(json.dumps({"task": task.to_json()}) + "\n")
+            proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
             for line in proc.stdout:
                 message = json.loads(line)
                 if "result" in message:
-                    result = message["result"]
-                    break
+                    return message["result"]  # type: ignore[no-any-return]
                 on_progress(*message["progress"])
         except BrokenPipeError:
             pass  # the host died before reading: told below
         except BaseException:  # a cancel from on_progress: the chunk stops with its host
             self.stop()
             raise
-        if result is not None:
-            raise_for(task, result, f"{self.name} (pid {proc.pid})")
-            return
         code = proc.wait()
         self._proc = None
         raise EncodeError(
-            "chunk",
-            [task.vspipe, task.encoder],
-            [code, None],
-            ["", ""],
-            hint=f"the host process of {self.name} died (exit {code}); the chunk is retried",
+            stage,
+            commands,
+            [code] + [None] * (len(commands) - 1),
+            [""] * len(commands),
+            hint=f"the host process of {self.name} died (exit {code}){after}",
         )
 
     def stop(self) -> None:
@@ -511,6 +562,11 @@ class HostPool:
                 yield ChunkSlot(f"{slot.name}@host", self._hosts[slot.name].run)
 
         return place
+
+    def check(self, vspipe: Sequence[str], should_stop: Callable[[], bool]) -> int:
+        """A script check (``Chunking.check``) in a free slot's host."""
+        with self.slots.take(should_stop) as slot:
+            return self._hosts[slot.name].info(vspipe)
 
     def close(self) -> None:
         for host in self._hosts.values():

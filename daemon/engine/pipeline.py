@@ -458,7 +458,9 @@ class Pipeline(Children):
         return a.codec != "none" and (media.has_audio or a.missing == "silence")
 
     def _check_script(self, script: Path, src: Path, cache: Path, plan: ScriptPlan) -> int:
-        """``vspipe --info``: the script loads and gives the planned frame count."""
+        """``vspipe --info``: the script loads and gives the planned frame count. Where the
+        chunks run in warm hosts, a host answers (its networks are loaded already, and it
+        keeps the script open for the first chunk) instead of a new vspipe process."""
         cmd = C.vspipe_command(
             find_tool("vspipe"),
             str(script),
@@ -467,25 +469,25 @@ class Pipeline(Children):
             extra=self._models,
             info=True,
         )
-        res = run_capture(cmd, timeout=600)
-        if res.returncode != 0:
-            m = re.search(r"load_source: cannot decode the clip \((.*)\)", res.stderr)
-            if m:
-                raise ProbeError(
-                    f"{src}: cannot be decoded ({m.group(1).strip()}); the file may be truncated "
-                    "or damaged: copy it again."
+        hint = f"open {script} in vspreview or run the command in the report to see why"
+        c = self.chunking
+        if c is not None and c.check is not None:
+            try:
+                frames = c.check(cmd, self.should_stop)
+            except EncodeError as exc:
+                _raise_if_undecodable(src, "\n".join(exc.tails))
+                raise EncodeError("script check", [cmd], exc.codes, exc.tails, hint=hint) from None
+        else:
+            res = run_capture(cmd, timeout=600)
+            if res.returncode != 0:
+                _raise_if_undecodable(src, res.stderr)
+                raise EncodeError(
+                    "script check", [cmd], [res.returncode], [tail(res.stderr)], hint=hint
                 )
-            raise EncodeError(
-                "script check",
-                [cmd],
-                [res.returncode],
-                [tail(res.stderr)],
-                hint=f"open {script} in vspreview or run the command in the report to see why",
-            )
-        m = re.search(r"^Frames:\s*(\d+)", res.stdout, re.M)
-        if not m:
-            raise EncodeError("script check", [cmd], [0], [tail(res.stdout + res.stderr)])
-        frames = int(m.group(1))
+            m = re.search(r"^Frames:\s*(\d+)", res.stdout, re.M)
+            if not m:
+                raise EncodeError("script check", [cmd], [0], [tail(res.stdout + res.stderr)])
+            frames = int(m.group(1))
         if abs(frames - plan.frame_count) > 1:
             raise EncodeError(
                 "script check",
@@ -787,9 +789,13 @@ class Chunking:
     slots: SlotPool | None = None  # instead: this machine's slots, shared with other jobs
     place: Placer | None = None  # chunks run elsewhere (a cluster): waits for a free slot there
     always: bool = False  # even a short clip is one chunk (run where ``place`` puts it)
+    check: ScriptCheck | None = None  # a warm host checks the script instead of vspipe --info
 
 
 ChunkRunner = Callable[[ChunkTask, Callable[[int, float], None]], None]
+#: (the ``vspipe --info`` command, should_stop) -> the script's frame count; raises
+#: EncodeError with the script's error as vspipe would
+ScriptCheck = Callable[[Sequence[str], Callable[[], bool]], int]
 
 
 class SlotPool:
@@ -993,6 +999,15 @@ def check_output(
     if not report.passed:
         raise QcError(report)
     return report
+
+
+def _raise_if_undecodable(src: Path, stderr: str) -> None:
+    m = re.search(r"load_source: cannot decode the clip \((.*)\)", stderr)
+    if m:
+        raise ProbeError(
+            f"{src}: cannot be decoded ({m.group(1).strip()}); the file may be truncated "
+            "or damaged: copy it again."
+        )
 
 
 def _identity(src: Path) -> tuple[int, int]:

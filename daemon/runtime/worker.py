@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from daemon.core.artifacts import ClipPlan
@@ -118,6 +118,13 @@ class Worker:
         chunk and its host)."""
         try:
             self._host.run(task, on_progress)
+        finally:
+            self._host_used = time.monotonic()
+
+    def _check_on_host(self, vspipe: Sequence[str], _should_stop: Callable[[], bool]) -> int:
+        """The job's script check on this worker's warm host (``Chunking.check``)."""
+        try:
+            return self._host.info(vspipe)
         finally:
             self._host_used = time.monotonic()
 
@@ -318,7 +325,9 @@ class Worker:
             envs=(self.slot.env(),),
         )
         if use_hosts():  # a short clip is one chunk too, on the host
-            chunking = dataclasses.replace(chunking, envs=(), place=self._placer(), always=True)
+            chunking = dataclasses.replace(
+                chunking, envs=(), place=self._placer(), always=True, check=self._check_on_host
+            )
         if self.cluster is not None:
             chunking = self._on_cluster(chunking, job.preset)
         result = engine.finish(

@@ -374,3 +374,36 @@ def test_a_host_goes_on_with_the_script_it_has_open(tmp_path: Path) -> None:
     )
     assert not failed["ok"] and host._kept is None  # a failed script keeps nothing
     host.forget()
+
+
+def test_a_warm_host_checks_the_script_and_keeps_it_for_the_chunks(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The script check (what ``vspipe --info`` tells) is answered by a slot's host, which
+    then renders the job's chunk from the script it loaded; a broken script's error comes
+    back as the check's."""
+    from daemon.core.errors import EncodeError
+    from daemon.engine.chunks import ChunkTask
+    from daemon.engine.host import WarmHost
+
+    script, log = tmp_path / "count.vpy", tmp_path / "loads.txt"
+    script.write_text(COUNTING_SCRIPT.format(base=16))
+    log.write_text("")
+    host = WarmHost("cpu0", {**env, "FINISHLINE_THREADS": "1"}, 1)
+    vspipe = ["vspipe", "--arg", f"log={log}", str(script), "-"]
+    try:
+        assert host.info(["vspipe", "--info", *vspipe[1:]]) == 30
+        out = tmp_path / "chunk.mkv"
+        encoder = ["ffmpeg", "-v", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-", "-c:v",
+                   "ffv1", "-f", "matroska", str(tmp_path / "chunk.partial.mkv")]  # fmt: skip
+        task = ChunkTask(0, 0, 10, [*vspipe[:-2], "-e", "9", *vspipe[-2:]], encoder,
+                         encoder[-1], str(out))  # fmt: skip
+        host.run(task, lambda *_: None)
+        assert len(frame_hashes(out)) == 10
+        assert log.read_text().count("loaded") == 1  # loaded by the check, rendered from it
+        script.write_text("raise RuntimeError('a broken script')\n")
+        with pytest.raises(EncodeError) as err:
+            host.info(["vspipe", "--info", str(script), "-"])
+        assert "a broken script" in err.value.report()
+    finally:
+        host.stop()
