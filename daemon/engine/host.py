@@ -44,6 +44,10 @@ from daemon.engine.slots import THREAD_VARIABLES, Slot
 T = TypeVar("T")
 
 
+#: seconds a host keeps the last chunk's script output (decoders, frame caches) when idle
+KEEP_S = 30.0
+
+
 class HostError(AppError):
     """A chunk could not run in its host (a bad command, a path it cannot see)."""
 
@@ -112,8 +116,10 @@ class ChunkHost:
         self._encoder: subprocess.Popen[bytes] | None = None
         self._cancelled = False
         self._lock = threading.Lock()
-        # the last script's whole output, kept for the job's next chunk: see _clip
+        # the last script's whole output, kept for the job's next chunk (see _clip), and let
+        # go of when no request came for KEEP_S: that chunk comes at once or not at all
         self._kept: tuple[tuple[object, ...], object] | None = None
+        self._idle: threading.Timer | None = None
 
     def where(self) -> dict[str, object]:
         return {
@@ -137,7 +143,10 @@ class ChunkHost:
     def run(self, task_json: str, paths_note: str) -> dict[str, object]:
         """Run one (already mapped) task: commands, frame check, rename. Returns an outcome
         dict (errors travel as data: an exception's pickle would lose its fields)."""
-        task = ChunkTask.from_json(task_json)
+        with self._busy():
+            return self._run(ChunkTask.from_json(task_json), paths_note)
+
+    def _run(self, task: ChunkTask, paths_note: str) -> dict[str, object]:
         self._progress, self._cancelled = (0, 0.0), False
         where = self.where()
         try:
@@ -169,7 +178,7 @@ class ChunkHost:
         for the job's chunks."""
         try:
             call = parse_vspipe(vspipe)
-            with contextlib.redirect_stdout(sys.stderr):
+            with self._busy(), contextlib.redirect_stdout(sys.stderr):
                 frames = self._clip(VspipeCall(call.script, call.args)).num_frames
         except Exception:
             self.forget()
@@ -180,6 +189,21 @@ class ChunkHost:
         """Let go of the kept script output (its decoders and frame caches)."""
         with self._lock:
             self._kept = None
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        """A request: the idle countdown stops while it runs and starts again after it."""
+        with self._lock:
+            if self._idle is not None:
+                self._idle.cancel()
+        try:
+            yield
+        finally:
+            idle = threading.Timer(KEEP_S, self.forget)
+            idle.daemon = True
+            with self._lock:
+                self._idle = idle
+            idle.start()
 
     def _clip(self, call: VspipeCall):  # type: ignore[no-untyped-def]
         """Output 0 of ``call``'s script over its range. The script's whole output is kept
@@ -357,25 +381,14 @@ def serve(threads: int, preload: Sequence[str] = ()) -> None:
         with lock:
             channel.write(json.dumps(message) + "\n")
 
-    idle: threading.Timer | None = None
     for line in sys.stdin:
         if not line.strip():
             continue
-        if idle is not None:
-            idle.cancel()
         request = json.loads(line)
         if "info" in request:
             send({"result": host.info(request["info"])})
         else:
             send({"result": _run_reporting(host, request["task"], send)})
-        # the kept script output is for the job's next chunk, which comes at once or not at all
-        idle = threading.Timer(KEEP_S, host.forget)
-        idle.daemon = True
-        idle.start()
-
-
-#: seconds a host keeps the last chunk's script output (decoders, frame caches) when idle
-KEEP_S = 30.0
 
 
 def _run_reporting(

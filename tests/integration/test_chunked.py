@@ -334,10 +334,13 @@ clip.set_output()
 """
 
 
-def test_a_host_goes_on_with_the_script_it_has_open(tmp_path: Path) -> None:
+def test_a_host_goes_on_with_the_script_it_has_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A job's consecutive chunks on one host run from the script output it kept (loaded
     once, decoding goes on where it stopped); the frames are the whole run's. Another script,
-    or the same one changed, is loaded anew, and nothing is kept after a failed chunk."""
+    or the same one changed, is loaded anew; nothing is kept after a failed chunk, nor by a
+    host left idle."""
     from daemon.engine.chunks import ChunkTask
     from daemon.engine.host import ChunkHost
 
@@ -373,7 +376,11 @@ def test_a_host_goes_on_with_the_script_it_has_open(tmp_path: Path) -> None:
         ChunkTask(0, 0, 10, ["vspipe", str(script), "-"], ["true"], "p", "o").to_json(), ""
     )
     assert not failed["ok"] and host._kept is None  # a failed script keeps nothing
-    host.forget()
+    script.write_text(COUNTING_SCRIPT.format(base=16))
+    monkeypatch.setattr("daemon.engine.host.KEEP_S", 0.2)
+    run(0, 10, "again")
+    assert host._kept is not None
+    wait_for(lambda: host._kept is None, 10, "the idle host lets go of the script")
 
 
 def test_a_warm_host_checks_the_script_and_keeps_it_for_the_chunks(
