@@ -358,6 +358,7 @@ class Worker:
             workers=max(1, self.cluster.slots(needs)),
             place=self.cluster.placer(needs, preset=preset),
             always=True,
+            check=None,  # vspipe --info here, not a local host started just for the check
         )
 
     def _deliver(self, job: Job, src: Path, rel: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
