@@ -142,6 +142,37 @@ def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -
     assert sum(int(v) for v in seen.values()) == max(2, cores)
 
 
+DECODER_THREADS = """
+import os
+from vs_scripts.runtime.filters import load_source
+
+clip = load_source(os.environ["CLIP"], fps=(12, 1))
+clip.get_frame(3)
+names = [open(f"/proc/self/task/{t}/comm").read() for t in os.listdir("/proc/self/task")]
+print(sum(n.startswith("av:") for n in names))
+"""
+
+
+def test_the_source_decoder_keeps_to_the_slots_thread_budget(tmp_path: Path) -> None:
+    """A slot's budget covers the source's decoder too: left to itself, libavcodec starts a
+    decoding thread per core in every worker, and two workers on a 64-core server would run
+    128 of them."""
+    src = make_clip(tmp_path / "c.mp4")
+
+    def decoder_threads(budget: str) -> int:
+        run = subprocess.run(
+            [str(BIN / "python"), "-c", DECODER_THREADS],
+            env={**os.environ, "CLIP": str(src), "FINISHLINE_THREADS": budget},
+            capture_output=True, text=True, timeout=120,
+            cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert decoder_threads("3") == 3  # libavcodec's frame threads (named av:h264:dfN)
+    assert decoder_threads("1") == 0  # one thread: it decodes in the caller's
+
+
 def test_two_workers_finish_two_short_clips_at_once(tmp_path: Path, env: dict[str, str]) -> None:
     """Clips too short to chunk: with two workers, two clips are encoded at the same time,
     each in its own slot, and every clip is delivered."""

@@ -77,6 +77,8 @@ def load_source(
     if fps[0] <= 0 or fps[1] <= 0:
         raise vs.Error("load_source: fps must be positive")
     kwargs: dict[str, object] = {"fpsnum": fps[0], "fpsden": fps[1], "apply_rotation": 1}
+    if _thread_budget():  # the decoder's threads too (its own default: every core)
+        kwargs["threads"] = _thread_budget()
     if cache:
         if os.path.isdir(cache):  # a folder: the index files go inside it, not beside it
             cache = os.path.join(cache, "source")
