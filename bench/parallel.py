@@ -39,12 +39,21 @@ def run(label: str, cpus: str, srcs: list[Path], out: Path, preset: str, workers
            "-o", str(out), "--overwrite", "--workers", str(workers),
            "--chunk-seconds", str(chunk), "--work", str(out.with_suffix(".work"))]  # fmt: skip
     t0 = time.monotonic()
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    dt = time.monotonic() - t0
-    if res.returncode != 0:
-        sys.exit(f"{label} failed: {res.stderr}")
-    stages = [ln.split("; ")[1] for ln in res.stderr.splitlines() if "; probe " in ln]
-    print(f"{label:34} {dt:7.1f} s   {stages[0] if len(stages) == 1 else ''}", flush=True)
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # this child's own resource use, with its descendants' (hosts, vspipe, x265, ffmpeg)
+        _, status, use = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt, cpu = time.monotonic() - t0, use.ru_utime + use.ru_stime
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
+        sys.exit(f"{label} failed: {stderr}")
+    stages = [ln.split("; ")[1] for ln in stderr.splitlines() if "; probe " in ln]
+    # CPU seconds of the whole tree (hosts, vspipe, x265, ffmpeg): more than A's means the
+    # work itself got slower (shared caches, memory, oversubscribed threads), not just serial
+    print(f"{label:34} {dt:7.1f} s  cpu {cpu:6.1f} s   {stages[0] if len(stages) == 1 else ''}",
+          flush=True)  # fmt: skip
     return dt
 
 
