@@ -107,7 +107,7 @@ def _analyse(
 ) -> tuple[dict[str, colour.ClipStats], dict[str, object]]:
     """Every clip's stats and probe, several clips at once (VapourSynth and numpy release the
     GIL while they work), as many as there are cores."""
-    colour.load_colour_science()  # once, here: its import is not safe from several threads
+    colour.load_colour_science()  # the first measurement waits for it, if it must
 
     def one(key: str) -> tuple[colour.ClipStats, object] | None:
         src = sources[key]

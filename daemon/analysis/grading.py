@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,20 +34,38 @@ PERCENTILES = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
 # -- colour space (BT.709 primaries = sRGB primaries, D65) ------------------------------------
 
 
+_colour_lock = threading.Lock()
+_colour_module = None
+
+
 def _colour():  # type: ignore[no-untyped-def]
-    """colour-science, imported quietly (it warns about optional plotting packages)."""
-    import warnings
+    """colour-science, imported once and quietly (it warns about optional plotting packages).
+    Its import quietens warnings process-wide for a moment, which is not safe from two threads
+    at once: a second caller waits for the first one's import."""
+    global _colour_module
+    if _colour_module is None:
+        with _colour_lock:
+            if _colour_module is None:
+                import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import colour
-    return colour
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    import colour
+                _colour_module = colour
+    return _colour_module
 
 
-def load_colour_science() -> None:
-    """Import colour-science now (seconds), before threads need it: its import quietens
-    warnings process-wide for a moment, which is not safe from several threads at once."""
-    _colour()
+def load_colour_science() -> threading.Thread:
+    """Start importing colour-science (a second or more of Python) in the background, where it
+    overlaps the clips' first decode (BestSource indexes with the GIL released)."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a failed import fails the first real use
+            _colour()
+
+    thread = threading.Thread(target=run, name="colour-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
