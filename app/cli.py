@@ -768,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chunk-seconds", type=float, default=20.0, metavar="S",
         help="split clips longer than 1.5*S seconds of output into chunks of about S s that "
-        "the workers share (0: whole clips; default 20)",
+        "the workers share, shorter (down to S/4) until each worker has about four "
+        "(0: whole clips; default 20)",
     )  # fmt: skip
     p.add_argument(
         "--reference",

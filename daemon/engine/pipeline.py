@@ -52,7 +52,7 @@ from daemon.engine.chunks import (
 )
 from daemon.engine.measure import detail_focus, measure
 from daemon.engine.slots import Slot
-from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks
+from vs_scripts.plan.chunks import Chunk, chunk_length, map_cuts, plan_chunks, shared_length
 from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
 from vs_scripts.plan.render import (
@@ -548,6 +548,8 @@ class Pipeline(Children):
         max_len = chunk_length(c.seconds, float(job.plan.fps)) if c else 0
         if max_len <= 0 or total < max_len * 3 // 2:  # short clips run whole: see Chunking
             return [Chunk(0, 0, total)]
+        assert c is not None
+        max_len = shared_length(max_len, total, c.sharers or c.workers)
         fps = float(job.plan.fps)
         found = list(job.cuts) if job.cuts is not None else detect_cuts(job.src)
         # a chunk starting a few source frames after a keyframe reads its context (the frames
@@ -584,7 +586,10 @@ class Pipeline(Children):
         rows = c.store.plan(c.job, plan_key, tasks)
         already = sum(1 for r in rows if r.state == "done")
         log.info(
-            "%d chunks of about %.0f s (%d done by an earlier run)", len(rows), c.seconds, already
+            "%d chunks of about %.1f s (%d done by an earlier run)",
+            len(rows),
+            job.plan.frame_count / len(rows) / float(job.plan.fps),
+            already,
         )
         total = job.plan.frame_count
         errors: list[BaseException] = []
@@ -777,12 +782,15 @@ class Chunking:
     1.5 chunks runs whole: a chunk costs a vspipe start, script load and model load, seconds
     that only pay off on long clips), planned into ``store`` under the key ``job``, worked on
     by ``workers`` local threads named after ``worker`` (and by any other worker sharing the
-    store), each chunk tried up to ``max_attempts`` times."""
+    store), each chunk tried up to ``max_attempts`` times. When ``sharers`` workers (0:
+    ``workers``) may share the clip, its chunks are shorter, down to a quarter of ``seconds``,
+    so each of them gets several (:func:`~vs_scripts.plan.chunks.shared_length`)."""
 
     store: ChunkStore
     job: str
     seconds: float
     workers: int = 1
+    sharers: int = 0  # the workers that may take its chunks (a daemon's helpers), 0: workers
     worker: str = "local"
     max_attempts: int = 3
     envs: tuple[dict[str, str], ...] = ()  # local worker i's children's environment (its slot)

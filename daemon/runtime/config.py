@@ -23,7 +23,8 @@ workers = 0
 # workers sharing one GPU (small models on a large GPU)
 workers_per_gpu = 1
 # clips longer than 1.5x this (seconds of output) are split into chunks of about this length
-# that any free worker takes (0 = never split)
+# (shorter, down to a quarter, until each worker has about four) that any free worker takes
+# (0 = never split)
 chunk_seconds = 20.0
 # poll the hot folders instead of inotify (for NFS/SMB shares)
 polling = false

@@ -272,7 +272,7 @@ class Daemon:
                 log.info("start-up scan: %d file(s) already in the hot folders", found)
             for i, slot in enumerate(slots):
                 name = f"{socket.gethostname()}:{os.getpid()}:w{i}"
-                w = Worker(name, self.cfg, queue, self.stop, slot, cluster=cluster)
+                w = Worker(name, self.cfg, queue, self.stop, slot, cluster=cluster, peers=n_workers)
                 log.info("worker w%d on %s", i, slot.device)
                 t = threading.Thread(target=w.run_forever, name=f"worker-{i}", daemon=True)
                 self.workers.append(w)

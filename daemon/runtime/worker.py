@@ -67,8 +67,10 @@ class Worker:
         stop: threading.Event,
         slot: Slot | None = None,
         cluster: ClusterPool | None = None,
+        peers: int = 1,
     ) -> None:
         self.name = name
+        self.peers = peers  # the daemon's workers: between jobs, they help with its chunks
         self.cluster = cluster
         self.cfg = cfg
         self.queue = queue
@@ -323,6 +325,7 @@ class Worker:
             worker=self.name,
             max_attempts=self.cfg.max_attempts,
             envs=(self.slot.env(),),
+            sharers=self.peers,
         )
         if use_hosts():  # a short clip is one chunk too, on the host
             chunking = dataclasses.replace(
@@ -356,6 +359,7 @@ class Worker:
         return dataclasses.replace(
             chunking,
             workers=max(1, self.cluster.slots(needs)),
+            sharers=0,  # the cluster's slots; the daemon's other workers do not help there
             place=self.cluster.placer(needs, preset=preset),
             always=True,
             check=None,  # vspipe --info here, not a local host started just for the check

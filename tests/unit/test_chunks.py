@@ -16,6 +16,7 @@ from vs_scripts.plan.chunks import (
     map_cuts,
     next_chunk,
     plan_chunks,
+    shared_length,
 )
 
 
@@ -191,3 +192,19 @@ def test_a_quicktime_files_video_samples_come_from_its_sample_table(tmp_path: Pa
         (tmp_path / name).write_bytes(data)
         assert mov_video_samples(tmp_path / name) == samples, name
     assert mov_video_samples(tmp_path / "missing.mov") is None
+
+
+def test_workers_sharing_a_clip_get_enough_chunks_to_finish_together() -> None:
+    # one worker: the configured length (a chunk has a fixed cost, and nobody waits)
+    assert shared_length(480, 1440, 1) == 480
+    # 60 s at 24 fps, 20 s chunks, two workers: 3 chunks would leave one idle a third of
+    # the time; 8 of 180 frames instead
+    assert shared_length(480, 1440, 2) == 180
+    assert len(plan_chunks(1440, max_len=180, min_len=90)) == 8
+    # a 3-minute reel on 8 GPUs: 32 chunks, not 9 (8 at once, then one alone)
+    assert shared_length(480, 4320, 8) == 135
+    # never under a quarter of the configured length, never over it
+    assert shared_length(480, 1440, 16) == 120
+    assert shared_length(480, 100_000, 2) == 480
+    assert shared_length(0, 1440, 2) == 0
+    assert shared_length(3, 10, 4) == 1

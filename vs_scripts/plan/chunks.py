@@ -130,6 +130,27 @@ def chunk_length(seconds: float, fps: float) -> int:
     return max(1, round(seconds * fps))
 
 
+#: chunks each worker sharing a clip gets, at least (while chunks stay >= a quarter of the
+#: configured length)
+CHUNKS_PER_WORKER = 4
+
+
+def shared_length(max_len: int, total_frames: int, workers: int) -> int:
+    """The chunk length when ``workers`` share one clip of ``total_frames``: the configured
+    ``max_len``, shortened until each worker has about :data:`CHUNKS_PER_WORKER` chunks, but
+    not below a quarter of ``max_len`` (a chunk has a fixed cost: an encoder start, and a
+    seek where a worker's run of chunks begins).
+
+    Why: the workers finish together only to within the chunk still running when the last
+    one is taken. Three 20 s chunks on two workers leave one of them idle for a third of the
+    clip; eight 7.5 s chunks, for at most an eighth, and less as a faster worker takes more
+    of them."""
+    if workers <= 1 or max_len <= 0:
+        return max_len
+    enough = -(-total_frames // (CHUNKS_PER_WORKER * workers))
+    return min(max_len, max(max_len // 4, enough, 1))
+
+
 def context_frames(*, rife: bool, denoise_radius: int, stabilise: bool) -> int:
     """How many frames beyond a chunk's range its stages read (RIFE: the next source frame;
     the temporal denoiser: its radius; the exposure stabiliser: ±4)."""
