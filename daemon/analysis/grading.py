@@ -63,7 +63,8 @@ def load_colour_science() -> threading.Thread:
         with contextlib.suppress(Exception):  # a failed import fails the first real use
             _colour()
 
-    thread = threading.Thread(target=run, name="colour-import", daemon=True)
+    # not a daemon thread: an interpreter must not exit under an import half done
+    thread = threading.Thread(target=run, name="colour-import")
     thread.start()
     return thread
 
