@@ -14,6 +14,11 @@ With ``--rounds R`` the four run R times, interleaved, and the ratios use each o
 time. ``--ceiling`` adds E, two A runs at once, one per core: 2A/E is what two cores give
 this work on this machine at all (shared caches, memory, a virtual machine's neighbours),
 the ceiling for B/A. Quote ratios from one run of the bench: this machine is noisy.
+
+``taskset`` alone does not hold x265 to its cores: libx265 moves its pool threads onto every
+core of their NUMA node (libnuma), so a "1 core" run borrows the other core for part of its
+encode (its CPU seconds exceed its wall time). ``--cpuset`` (root, cgroup v1 or v2 cpuset)
+runs each configuration in a cpuset cgroup instead, which no thread can leave.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,10 +38,11 @@ FL = ROOT / ".venv" / "bin" / "finishline"
 
 
 def run(label: str, cpus: str, srcs: list[Path], out: Path, preset: str, workers: int,
-        chunk: float, env: dict[str, str]) -> float:  # fmt: skip
+        chunk: float, env: dict[str, str],
+        confine: Callable[[str], list[str]]) -> float:  # fmt: skip
     # a fresh work folder each: every run indexes and assesses the clip as a new job would
     # (a shared one let later runs reuse the first run's index and assessment)
-    cmd = ["taskset", "-c", cpus, str(FL), "process", *map(str, srcs), "--preset", preset, "-q",
+    cmd = [*confine(cpus), str(FL), "process", *map(str, srcs), "--preset", preset, "-q",
            "-o", str(out), "--overwrite", "--workers", str(workers),
            "--chunk-seconds", str(chunk), "--work", str(out.with_suffix(".work"))]  # fmt: skip
     t0 = time.monotonic()
@@ -57,6 +64,28 @@ def run(label: str, cpus: str, srcs: list[Path], out: Path, preset: str, workers
     return dt
 
 
+def taskset(cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus]
+
+
+def cpuset_cgroup(cpus: str) -> list[str]:
+    """A command prefix that runs the command in a cpuset cgroup of ``cpus`` (made on first
+    use; left for the next run)."""
+    v1 = Path("/sys/fs/cgroup/cpuset")
+    root = v1 if v1.is_dir() else Path("/sys/fs/cgroup")
+    group = root / f"finishline-bench-{cpus.replace(',', '_')}"
+    if not group.is_dir():
+        if root == v1:
+            group.mkdir()
+            (group / "cpuset.mems").write_text((root / "cpuset.mems").read_text())
+        else:  # v2: the cpuset controller enabled for the root's children
+            (root / "cgroup.subtree_control").write_text("+cpuset")
+            group.mkdir()
+        (group / "cpuset.cpus").write_text(cpus)
+    procs = group / ("tasks" if root == v1 else "cgroup.procs")
+    return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -67,7 +96,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=1, help="a batch of this many clips")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of A B C D; each its best")
     ap.add_argument("--ceiling", action="store_true", help="also E: A on each core at once")
+    ap.add_argument("--cpuset", action="store_true", help="confine runs with cpuset cgroups")
     args = ap.parse_args()
+    confine = cpuset_cgroup if args.cpuset else taskset
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs at least 2 cores")
     work = Path(tempfile.mkdtemp(prefix="fl-parallel-"))
@@ -106,13 +137,23 @@ def main() -> None:
             print(f"round {r + 1} of {args.rounds}", flush=True)
         for key, (label, cpus, workers, chunk) in configs.items():
             times[key].append(
-                run(label, cpus, srcs, out(f"{key.lower()}{r}"), args.preset, workers, chunk, env)
+                run(
+                    label,
+                    cpus,
+                    srcs,
+                    out(f"{key.lower()}{r}"),
+                    args.preset,
+                    workers,
+                    chunk,
+                    env,
+                    confine,
+                )
             )
         if args.ceiling:  # A on each core at once: what two cores give this work here
             with ThreadPoolExecutor(2) as pool:
                 pair = [
                     pool.submit(run, f"E A on core {k}, two at once", str(k), srcs,
-                                out(f"e{k}{r}"), args.preset, 1, args.chunk, env)
+                                out(f"e{k}{r}"), args.preset, 1, args.chunk, env, confine)
                     for k in (0, 1)
                 ]  # fmt: skip
                 times.setdefault("E", []).append(max(f.result() for f in pair))
