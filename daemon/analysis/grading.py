@@ -55,7 +55,7 @@ def _colour():  # type: ignore[no-untyped-def]
     return _colour_module
 
 
-def load_colour_science() -> threading.Thread:
+def load_colour_science() -> None:
     """Start importing colour-science (a second or more of Python) in the background, where it
     overlaps the clips' first decode (BestSource indexes with the GIL released)."""
 
@@ -64,9 +64,7 @@ def load_colour_science() -> threading.Thread:
             _colour()
 
     # not a daemon thread: an interpreter must not exit under an import half done
-    thread = threading.Thread(target=run, name="colour-import")
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="colour-import").start()
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:

@@ -546,9 +546,8 @@ class Pipeline(Children):
         c = self.chunking
         total = job.plan.frame_count
         max_len = chunk_length(c.seconds, float(job.plan.fps)) if c else 0
-        if max_len <= 0 or total < max_len * 3 // 2:  # short clips run whole: see Chunking
+        if c is None or max_len <= 0 or total < max_len * 3 // 2:  # short: whole, see Chunking
             return [Chunk(0, 0, total)]
-        assert c is not None
         max_len = shared_length(max_len, total, c.sharers or c.workers)
         fps = float(job.plan.fps)
         found = list(job.cuts) if job.cuts is not None else detect_cuts(job.src)
@@ -585,13 +584,13 @@ class Pipeline(Children):
         ).hexdigest()[:16]
         rows = c.store.plan(c.job, plan_key, tasks)
         already = sum(1 for r in rows if r.state == "done")
+        total = job.plan.frame_count
         log.info(
             "%d chunks of about %.1f s (%d done by an earlier run)",
             len(rows),
-            job.plan.frame_count / len(rows) / float(job.plan.fps),
+            total / len(rows) / float(job.plan.fps),
             already,
         )
-        total = job.plan.frame_count
         errors: list[BaseException] = []
         threads = [
             threading.Thread(target=self._chunk_worker, args=(i, errors), daemon=True)
