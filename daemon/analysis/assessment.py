@@ -108,6 +108,8 @@ def _analyse(
     """Every clip's stats and probe, several clips at once (VapourSynth and numpy release the
     GIL while they work), as many as there are cores."""
     colour.load_colour_science()  # the first measurement waits for it, if it must
+    at_once = max(1, min(len(sources), usable_cores()))
+    cores = usable_cores() // at_once  # each clip's share: its measuring pass is split over them
 
     def one(key: str) -> tuple[colour.ClipStats, object] | None:
         src = sources[key]
@@ -121,6 +123,7 @@ def _analyse(
                 primaries=sc.primaries,
                 color_range=sc.range,
                 index=str(indexes[key]),
+                cores=cores,
             )
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
             log.info("%s: left out of the batch assessment (%s)", src.name, exc)
@@ -128,7 +131,7 @@ def _analyse(
         st.name = src.name
         return st, media
 
-    with ThreadPoolExecutor(max(1, min(len(sources), usable_cores()))) as pool:
+    with ThreadPoolExecutor(at_once) as pool:
         results = dict(zip(sources, pool.map(one, sources), strict=True))
     stats = {key: r[0] for key, r in results.items() if r is not None}
     medias = {key: r[1] for key, r in results.items() if r is not None}

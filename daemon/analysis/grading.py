@@ -246,66 +246,119 @@ def analyse_clip(
     samples: int = 12,
     small: tuple[int, int] = (320, 180),
     index: str = "",
+    cores: int = 1,
 ) -> ClipStats:
     """Decode sampled frames with VapourSynth (in-process) and measure them. With ``index``
     (a path without extension) BestSource's index is written there for the job's script to
-    read, so the clip is indexed (decoded end to end) once, not twice."""
+    read, so the clip is indexed (decoded end to end) once, not twice. With ``cores`` > 1 the
+    measuring pass after the index is split into that many parts (:func:`pass_parts`), each
+    decoded by its own reader of the index at once: the same numbers, sooner."""
     import vapoursynth as vs
 
     core = vs.core
     cache = {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
-    clip = core.bs.VideoSource(path, **cache)
+    first = core.bs.VideoSource(path, **cache)
     from vs_scripts.runtime.filters import range_props
 
-    if clip.format.color_family == vs.RGB:
+    if first.format.color_family == vs.RGB:
         matrix = 0  # RGB pictures (PNG, QuickTime Animation) carry no YUV matrix
-    clip = core.std.SetFrameProps(
-        clip, _Matrix=matrix, _Transfer=transfer, _Primaries=primaries, **range_props(color_range)
-    )
-    rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
-    luma_clip = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
-    tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+    props = {"_Matrix": matrix, "_Transfer": transfer, "_Primaries": primaries}
+    props |= range_props(color_range)
+    n = first.num_frames
+    parts = pass_parts(n, cores) if index else [(0, n)]
+    per = max(1, cores // len(parts))
+    guess = _sample_indices(n, samples)
+    noise_at = noise_indices(n) if n >= 3 else []
 
-    def rgb_at(i: int) -> np.ndarray:
-        return np.stack([np.asarray(rgb.get_frame(i)[p]) for p in range(3)], axis=-1)
+    def walk(part: int) -> _Walk:
+        lo, hi = parts[part]
+        # split: each part its own reader, the cores shared out (the index's own reader
+        # decodes with threads for every core)
+        source = first if len(parts) == 1 else core.bs.VideoSource(path, threads=per, **cache)
+        w = _Walk(core.std.SetFrameProps(source, **props), small)
+        # the samples a clip without a cut gets are taken as the pass goes by (the source
+        # frame is still in BestSource's cache), not by seeking back to them afterwards: a
+        # decode saved. A noise sample needs its neighbours, so a later part takes the ones
+        # whose frames it decodes itself; one it cannot is measured after the pass.
+        probe = noise_probe(w.clip) if noise_at else None
+        tiny = w.tiny
+        for i, f in enumerate(core.std.PlaneStats(tiny, tiny[1:] + tiny[-1])[lo:hi].frames(), lo):
+            w.stats.append((float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"])))
+            w.durations.append(
+                f.props.get("_DurationNum", 1) / max(1, f.props.get("_DurationDen", 24))
+            )
+            if i in guess:
+                w.taken["rgb", i] = w.rgb_at(i)
+            if i in guess[:: max(1, len(guess) // 4)]:
+                w.taken["luma", i] = w.luma_at(i)
+            if probe is not None and i - 1 in noise_at and i - 2 >= lo:
+                w.measured[i - 1] = probe(i - 1)
+        return w
 
-    def luma_at(i: int) -> np.ndarray:
-        return np.asarray(luma_clip.get_frame(i)[0]).copy()
+    if len(parts) == 1:
+        walks = [walk(0)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    # the samples a clip without a cut gets are taken as the pass goes by (the source frame is
-    # still in BestSource's cache), not by seeking back to them afterwards: a decode saved
-    guess = _sample_indices(clip.num_frames, samples)
-    taken: dict[tuple[str, int], np.ndarray] = {}
-    noise_at = noise_indices(clip.num_frames) if clip.num_frames >= 3 else []
-    probe = noise_probe(clip) if noise_at else None
-    measured: dict[int, tuple[float, float]] = {}
-    stats, times, now = [], [], 0.0  # times: each frame's start, from the frame durations
-    for i, f in enumerate(core.std.PlaneStats(tiny, tiny[1:] + tiny[-1]).frames()):
-        stats.append((float(f.props["PlaneStatsDiff"]), float(f.props["PlaneStatsAverage"])))
-        times.append(now)
-        now += f.props.get("_DurationNum", 1) / max(1, f.props.get("_DurationDen", 24))
-        if i in guess:
-            taken["rgb", i] = rgb_at(i)
-        if i in guess[:: max(1, len(guess) // 4)]:
-            taken["luma", i] = luma_at(i)
-        if probe is not None and i - 1 in noise_at:  # its neighbours are decoded by now
-            measured[i - 1] = probe(i - 1)
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="measure") as pool:
+            walks = list(pool.map(walk, range(len(parts))))
+    w0 = walks[0]
+    stats = [s for w in walks for s in w.stats]
+    times = list(itertools.accumulate((d for w in walks for d in w.durations), initial=0.0))
+    taken = {k: v for w in walks for k, v in w.taken.items()}
+    measured = {k: v for w in walks for k, v in w.measured.items()}
     diffs = [d for d, _ in stats]
     med = float(np.median(diffs)) if diffs else 0.0
     starts = [i + 1 for i, d in enumerate(diffs[:-1]) if d > max(0.12, 5 * med)]
     cut_at = starts[0] if starts else None
-    usable = cut_at or clip.num_frames
+    usable = cut_at or n
     idx = _sample_indices(usable, samples)
-    frames = [taken["rgb", i] if ("rgb", i) in taken else rgb_at(i) for i in idx]
+    frames = [taken["rgb", i] if ("rgb", i) in taken else w0.rgb_at(i) for i in idx]
     full = [
-        taken["luma", i] if ("luma", i) in taken else luma_at(i)
+        taken["luma", i] if ("luma", i) in taken else w0.luma_at(i)
         for i in idx[:: max(1, len(idx) // 4)]
     ]
     means = [avg for _, avg in stats[:usable]]  # flicker needs consecutive frames
     out = analyse_frames(Path(path).name, frames, full, means, cut_at)
-    out.temporal_noise, out.motion_fit = temporal_noise(clip, usable=usable, known=measured)
+    out.temporal_noise, out.motion_fit = temporal_noise(w0.clip, usable=usable, known=measured)
     out.cuts = [round(times[i], 6) for i in starts]
     return out
+
+
+class _Walk:
+    """One part of :func:`analyse_clip`'s pass: its reader's clips and what it measured."""
+
+    def __init__(self, clip, small: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+        import vapoursynth as vs
+
+        core = vs.core
+        self.clip = clip
+        self.rgb = core.resize.Bilinear(clip, small[0], small[1], format=vs.RGBS)
+        self.luma = core.resize.Point(clip, format=vs.GRAYS, matrix_s="709")
+        self.tiny = core.resize.Bilinear(clip, 32, 18, format=vs.GRAYS, matrix_s="709")
+        self.stats: list[tuple[float, float]] = []
+        self.durations: list[float] = []  # each frame's, to place the cuts in time
+        self.taken: dict[tuple[str, int], np.ndarray] = {}
+        self.measured: dict[int, tuple[float, float]] = {}
+
+    def rgb_at(self, i: int) -> np.ndarray:
+        return np.stack([np.asarray(self.rgb.get_frame(i)[p]) for p in range(3)], axis=-1)
+
+    def luma_at(self, i: int) -> np.ndarray:
+        return np.asarray(self.luma.get_frame(i)[0]).copy()
+
+
+#: the fewest frames a part of the measuring pass gets: a new reader first decodes from the
+#: keyframe before its part (AI generators' GOPs run up to ~10 s), which a short part would
+#: not repay
+PASS_PART_FRAMES = 240
+
+
+def pass_parts(frames: int, cores: int, *, least: int | None = None) -> list[tuple[int, int]]:
+    """Half-open frame ranges, in order, splitting a clip's measuring pass over ``cores``:
+    as many parts as cores, but none shorter than ``least`` frames (:data:`PASS_PART_FRAMES`)."""
+    k = max(1, min(cores, frames // max(1, least or PASS_PART_FRAMES)))
+    return [(frames * j // k, frames * (j + 1) // k) for j in range(k)]
 
 
 def _sample_indices(usable: int, samples: int) -> list[int]:

@@ -343,3 +343,33 @@ def test_an_rgb_source_is_assessed_and_degrained(tmp_path: Path) -> None:
     assert out.format.id == clip.format.id
     a, b = (np.asarray(c.get_frame(5)[1], dtype=np.float32) for c in (clip, out))
     assert 0 < float(np.abs(a - b).mean()) < 2000  # denoised, not destroyed (16-bit values)
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_split_measuring_pass_measures_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: bool
+) -> None:
+    """The pass after the index, split over three readers of a lossy clip (each seeks to its
+    part), gives the numbers one reader gives: stats, samples, noise, cuts and their times."""
+    src = tmp_path / "clip.mp4"
+    graph = "testsrc2=s=96x54:r=24:d=3,hue=h=120*t,noise=alls=10:allf=t"  # every frame its own
+    if cut:  # a cut at 1.5 s, inside the second part: the samples are taken by seeking after
+        graph += ",geq=lum='if(lt(T,1.5),lum(X,Y),255-lum(X,Y))':cb='cb(X,Y)':cr='cr(X,Y)'"
+    ffmpeg("-f", "lavfi", "-i", graph, "-c:v", "libx264", "-g", "20", "-pix_fmt", "yuv420p",
+           str(src))  # fmt: skip
+    kw = {"matrix": 1, "transfer": 1, "primaries": 1, "color_range": 1}
+    one = colour.analyse_clip(str(src), index=str(tmp_path / "one"), **kw)
+    monkeypatch.setattr(colour, "PASS_PART_FRAMES", 16)
+    assert colour.pass_parts(72, 3) == [(0, 24), (24, 48), (48, 72)]
+    split = colour.analyse_clip(str(src), index=str(tmp_path / "split"), cores=3, **kw)
+    assert split.to_json() == one.to_json()
+    assert (one.cut_at, one.cuts) == ((36, [1.5]) if cut else (None, []))
+    assert one.temporal_noise > 0
+
+
+def test_a_pass_is_split_only_into_parts_worth_a_reader() -> None:
+    assert colour.pass_parts(1440, 2) == [(0, 720), (720, 1440)]
+    assert colour.pass_parts(1440, 16) == [(240 * j, 240 * (j + 1)) for j in range(6)]
+    assert colour.pass_parts(479, 8) == [(0, 479)]  # under 20 s at 24 fps: one reader
+    assert colour.pass_parts(1440, 1) == [(0, 1440)]
+    assert colour.pass_parts(0, 4) == [(0, 0)]
