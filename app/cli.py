@@ -436,6 +436,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             {str(p): p for p in inputs},
             engine.work_root / batch_key(inputs, preset.name),
             reference=args.reference,
+            ahead=inputs,
         )
         if assessment.summary is not None and len(inputs) > 1:
             s = assessment.summary
@@ -455,6 +456,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         finally:
             chunk_store.close()
     finally:
+        engine.close()
         if isinstance(shared, HostPool):
             shared.close()
         if pool is not None:

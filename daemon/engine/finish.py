@@ -20,7 +20,8 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from daemon.core.errors import AppError
 from daemon.core.files import atomic_write
 from daemon.engine.assemble import Sequence, assemble, plan_sequence
 from daemon.engine.pipeline import (
+    AheadAudio,
     Chunking,
     Pipeline,
     Prepared,
     ProgressCallback,
     Result,
     default_work_root,
+    drop_ahead,
 )
 from vs_scripts.plan.preset import Preset
 
@@ -72,19 +75,31 @@ class Engine:
         self.should_stop = lambda: self._stopped.is_set() or given()
         self.env = env  # the children's environment: the caller's device slot
         self._running: set[Pipeline] = set()  # several at once when clips share a SlotPool
+        self._ahead: dict[Path, Future[AheadAudio]] = {}  # clip -> its audio, made ahead
+        self._ahead_pool: ThreadPoolExecutor | None = None
 
     @property
     def needs_assessment(self) -> bool:
         return self.preset.colour.match or self.preset.restore.auto
 
     def assess(
-        self, members: Mapping[str, Path], batch_dir: Path, *, reference: str | None = None
+        self,
+        members: Mapping[str, Path],
+        batch_dir: Path,
+        *,
+        reference: str | None = None,
+        ahead: Iterable[Path] = (),
     ) -> Assessment:
         """Assess ``members`` (clip key -> source) as one batch. File-locked and cached in
         ``batch_dir``: a second call with the same members (paths, sizes, times) and
-        reference reads the stored plans instead of analysing again."""
+        reference reads the stored plans instead of analysing again. The audio of the clips
+        in ``ahead`` (the ones this engine will :meth:`finish`) is made meanwhile, one clip at
+        a time, in order: it needs no picture, and the assessment leaves cores idle while
+        BestSource indexes (one decoder per clip). :meth:`close` drops what no clip took."""
         if not self.needs_assessment or not members:
             return Assessment()
+        for src in ahead:
+            self._audio_ahead(Path(src).absolute())
         batch_dir.mkdir(parents=True, exist_ok=True)
         key = {
             "reference": reference,
@@ -121,6 +136,7 @@ class Engine:
             threads=self.threads,
             env=self.env,
             chunking=chunking,
+            audio=self._ahead.pop(Path(src).absolute(), None),
         )
         self._running.add(pipe)
         try:
@@ -138,6 +154,33 @@ class Engine:
         from daemon.engine.pipeline import job_work_dir
 
         return job_work_dir(self.work_root.absolute(), Path(src).absolute(), self.preset)
+
+    def close(self) -> None:
+        """Drop the audio made ahead that no :meth:`finish` took, and make no more."""
+        ahead, self._ahead = self._ahead, {}
+        for fut in ahead.values():
+            drop_ahead(fut)
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=False)
+            self._ahead_pool = None
+
+    def _audio_ahead(self, src: Path) -> None:
+        if src in self._ahead:
+            return
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="audio-ahead")
+
+        def make() -> AheadAudio:
+            pipe = Pipeline(
+                self.preset, work_root=self.work_root, should_stop=self.should_stop, env=self.env
+            )
+            self._running.add(pipe)  # killed with the engine's runs
+            try:
+                return pipe.audio_ahead(src)
+            finally:
+                self._running.discard(pipe)
+
+        self._ahead[src] = self._ahead_pool.submit(make)
 
     def stop(self) -> None:
         """Stop every run for good: they end as cancelled, their children killed."""

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,9 +280,11 @@ class Pipeline(Children):
         threads: int | None = None,
         env: dict[str, str] | None = None,
         chunking: Chunking | None = None,
+        audio: Future[AheadAudio] | None = None,
     ) -> None:
         super().__init__(should_stop, env)
         self.preset = preset
+        self.ahead = audio  # this clip's audio, being made ahead (see :meth:`audio_ahead`)
         self.work_root = work_root or default_work_root()
         self.progress = progress or (lambda p: None)
         self.threads = threads
@@ -303,6 +305,12 @@ class Pipeline(Children):
         """Process ``src`` into ``output``. ``plan`` comes from the batch step (tuning, LUT and
         the sidecar files delivered beside the output)."""
         # absolute: vspipe runs the script with its own folder as the working directory
+        try:
+            return self._run(src, output, overwrite=overwrite, plan=plan)
+        finally:
+            self._drop_ahead()
+
+    def _run(self, src: Path, output: Path, *, overwrite: bool, plan: ClipPlan | None) -> Result:
         src = Path(src).absolute()
         output = Path(output)
         _check_target(src, output, overwrite)
@@ -684,12 +692,72 @@ class Pipeline(Children):
 
         return run_pipe
 
+    def audio_ahead(self, src: Path) -> AheadAudio:
+        """Make ``src``'s delivered audio before its script is checked (while its batch is
+        assessed, when BestSource's one decoder leaves cores idle), for the duration its plan
+        gives. :meth:`run` takes it when the checked duration is the same, and makes its own
+        otherwise (or when this failed)."""
+        src = Path(src).absolute()
+        media = probe(src)
+        plan = plan_script(self.preset, media)
+        work = job_work_dir(self.work_root.absolute(), src, self.preset)
+        work.mkdir(parents=True, exist_ok=True)
+        # named like a run's intermediates: one a hard kill leaves is swept with them
+        out = work / f"audio.{os.getpid()}.{time.monotonic_ns()}.mov"
+        started = time.monotonic()
+        try:
+            made = self._make_audio(media, plan, src, out)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+            raise
+        return AheadAudio(_audio_key(src, plan), made, time.monotonic() - started)
+
     def _audio(self, job: Prepared, out: Path, timings: list[StageTiming]) -> Path | None:
         """The delivered audio into ``out`` (loudness measured first where the preset
-        normalises), or None when the output has none. Runs beside the encode."""
-        media, plan, src = job.media, job.plan, job.src
-        ffmpeg = find_tool("ffmpeg")
+        normalises), or None when the output has none. Runs beside the encode; takes the
+        audio made ahead when there is one for this duration."""
+        ready = self._claim_ahead(_audio_key(job.src, job.plan))
+        if ready is not None:
+            log.info("%s: audio made while the batch was assessed", job.src.name)
+            if ready.path is None:
+                return None
+            os.replace(ready.path, out)
+            timings.append(StageTiming("audio", ready.seconds))
+            return out
         started = time.monotonic()
+        made = self._make_audio(job.media, job.plan, job.src, out)
+        if made is not None:
+            timings.append(StageTiming("audio", time.monotonic() - started))
+        return made
+
+    def _claim_ahead(self, key: tuple[object, ...]) -> AheadAudio | None:
+        """The audio made ahead, when it is for ``key``; None when there is none, it had not
+        started (it is cancelled: this run makes it), it failed, or it is for another
+        duration (it is deleted)."""
+        fut, self.ahead = self.ahead, None
+        if fut is None or fut.cancel():
+            return None
+        try:
+            ready = fut.result()
+        except Exception as exc:  # made again by this run, where a failure counts
+            log.info("the audio made ahead failed (%s); making it again", exc)
+            return None
+        if ready.key == key:
+            return ready
+        log.info("the audio made ahead is for another duration; making it again")
+        if ready.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                ready.path.unlink()
+        return None
+
+    def _drop_ahead(self) -> None:
+        """Delete the audio made ahead that this run did not take (it failed first)."""
+        drop_ahead(self.ahead)
+        self.ahead = None
+
+    def _make_audio(self, media: MediaInfo, plan: ScriptPlan, src: Path, out: Path) -> Path | None:
+        ffmpeg = find_tool("ffmpeg")
         loudness = None
         if self.preset.audio.loudness_lufs is not None and media.has_audio:
             cmd = C.loudness_measure_command(
@@ -712,7 +780,6 @@ class Pipeline(Children):
         if cmd is None:
             return None
         self._run_one(cmd, "audio")
-        timings.append(StageTiming("audio", time.monotonic() - started))
         return out
 
     def _mux(self, video: Path, audio: Path | None, out: Path) -> None:
@@ -1015,6 +1082,32 @@ def _raise_if_undecodable(src: Path, stderr: str) -> None:
             f"{src}: cannot be decoded ({m.group(1).strip()}); the file may be truncated "
             "or damaged: copy it again."
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AheadAudio:
+    """A clip's audio made ahead (:meth:`Pipeline.audio_ahead`): for the source and output
+    duration in ``key``; ``path`` None when the output has no audio."""
+
+    key: tuple[object, ...]
+    path: Path | None
+    seconds: float
+
+
+def drop_ahead(fut: Future[AheadAudio] | None) -> None:
+    """Cancel audio being made ahead, or delete it once made (waiting for it to end)."""
+    if fut is None or fut.cancel():
+        return
+    with contextlib.suppress(Exception):
+        ready = fut.result()
+        if ready.path is not None:
+            ready.path.unlink(missing_ok=True)
+
+
+def _audio_key(src: Path, plan: ScriptPlan) -> tuple[object, ...]:
+    """What a clip's delivered audio depends on beyond the preset: the source (its size and
+    time) and the output's duration."""
+    return (*_identity(src), plan.frame_count, str(plan.fps))
 
 
 def _identity(src: Path) -> tuple[int, int]:

@@ -314,6 +314,12 @@ class Worker:
             should_stop=lambda: self.stop.is_set() or self.queue.cancel_requested(job.id),
         )
         self.current = engine
+        try:
+            self._run_engine(engine, job, src, output, jlog)
+        finally:
+            engine.close()  # the audio made ahead, when the job ended before taking it
+
+    def _run_engine(self, engine: Engine, job: Job, src: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
         self.queue.set_work_dir(job.id, engine.work_dir(src))
         self.queue.set_worker_device(job.id, self.name, self.slot.device)
         plan = self._batch_plan(job, engine)
@@ -445,7 +451,9 @@ class Worker:
         members = self._batch_members(job)
         self.queue.progress(job.id, stage="assess", note="assessing the batch")
         batch_dir = self.cfg.work / f"batch-{job.batch_id:06d}"
-        assessment = engine.assess({str(j.id): Path(j.src) for j in members}, batch_dir)
+        assessment = engine.assess(
+            {str(j.id): Path(j.src) for j in members}, batch_dir, ahead=[Path(job.src)]
+        )
         return assessment.plans.get(str(job.id))
 
     def _batch_members(self, job: Job) -> list[Job]:
