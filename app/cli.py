@@ -427,6 +427,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         sequence = engine.plan_sequence(
             [p.name for p in inputs], _manifest(args), crossfade=args.crossfade
         )
+    targets = _targets(inputs, out, preset)
     # the hosts start loading now, while the clips are assessed and their scripts checked
     shared = _local_slots(slots, pool, preset)
     try:
@@ -436,7 +437,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             {str(p): p for p in inputs},
             engine.work_root / batch_key(inputs, preset.name),
             reference=args.reference,
-            ahead=inputs,
+            ahead=[s for s, t in targets.items() if args.overwrite or not t.exists()],
         )
         if assessment.summary is not None and len(inputs) > 1:
             s = assessment.summary
@@ -450,7 +451,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         chunk_store.release_dead()  # an earlier process killed mid-chunk
         try:
             finished, failed = _finish_all(
-                args, engine, _targets(inputs, out, preset), assessment, chunk_store, slots, pool,
+                args, engine, targets, assessment, chunk_store, slots, pool,
                 shared,
             )  # fmt: skip
         finally:

@@ -257,7 +257,7 @@ def analyse_clip(
 
     core = vs.core
     cache = {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
-    first = core.bs.VideoSource(path, **cache)
+    first = core.bs.VideoSource(path, **cache)  # indexes, with decoder threads for every core
     from vs_scripts.runtime.filters import range_props
 
     if first.format.color_family == vs.RGB:
@@ -267,15 +267,17 @@ def analyse_clip(
     n = first.num_frames
     parts = pass_parts(n, cores) if index else [(0, n)]
     per = max(1, cores // len(parts))
+    # split: each part its own reader of the index, the cores shared out between them
+    readers = [first] if len(parts) == 1 else [
+        core.bs.VideoSource(path, threads=per, **cache) for _ in parts
+    ]  # fmt: skip
+    del first  # not kept open beside them
     guess = _sample_indices(n, samples)
     noise_at = noise_indices(n) if n >= 3 else []
 
     def walk(part: int) -> _Walk:
         lo, hi = parts[part]
-        # split: each part its own reader, the cores shared out (the index's own reader
-        # decodes with threads for every core)
-        source = first if len(parts) == 1 else core.bs.VideoSource(path, threads=per, **cache)
-        w = _Walk(core.std.SetFrameProps(source, **props), small)
+        w = _Walk(core.std.SetFrameProps(readers[part], **props), small)
         # the samples a clip without a cut gets are taken as the pass goes by (the source
         # frame is still in BestSource's cache), not by seeking back to them afterwards: a
         # decode saved. A noise sample needs its neighbours, so a later part takes the ones

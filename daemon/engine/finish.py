@@ -21,7 +21,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from daemon.core.files import atomic_write
 from daemon.engine.assemble import Sequence, assemble, plan_sequence
 from daemon.engine.pipeline import (
     AheadAudio,
+    AudioJob,
     Chunking,
     Pipeline,
     Prepared,
@@ -75,7 +76,7 @@ class Engine:
         self.should_stop = lambda: self._stopped.is_set() or given()
         self.env = env  # the children's environment: the caller's device slot
         self._running: set[Pipeline] = set()  # several at once when clips share a SlotPool
-        self._ahead: dict[Path, Future[AheadAudio]] = {}  # clip -> its audio, made ahead
+        self._ahead: dict[Path, AudioJob] = {}  # clip -> its audio, made ahead
         self._ahead_pool: ThreadPoolExecutor | None = None
 
     @property
@@ -156,10 +157,11 @@ class Engine:
         return job_work_dir(self.work_root.absolute(), Path(src).absolute(), self.preset)
 
     def close(self) -> None:
-        """Drop the audio made ahead that no :meth:`finish` took, and make no more."""
+        """Drop the audio made ahead that no :meth:`finish` took (its ffmpeg killed), and make
+        no more."""
         ahead, self._ahead = self._ahead, {}
-        for fut in ahead.values():
-            drop_ahead(fut)
+        for job in ahead.values():
+            drop_ahead(job)
         if self._ahead_pool is not None:
             self._ahead_pool.shutdown(wait=False)
             self._ahead_pool = None
@@ -170,17 +172,18 @@ class Engine:
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="audio-ahead")
 
+        pipe = Pipeline(
+            self.preset, work_root=self.work_root, should_stop=self.should_stop, env=self.env
+        )
+
         def make() -> AheadAudio:
-            pipe = Pipeline(
-                self.preset, work_root=self.work_root, should_stop=self.should_stop, env=self.env
-            )
             self._running.add(pipe)  # killed with the engine's runs
             try:
                 return pipe.audio_ahead(src)
             finally:
                 self._running.discard(pipe)
 
-        self._ahead[src] = self._ahead_pool.submit(make)
+        self._ahead[src] = AudioJob(self._ahead_pool.submit(make), pipe)
 
     def stop(self) -> None:
         """Stop every run for good: they end as cancelled, their children killed."""

@@ -150,9 +150,12 @@ class Children:
         self.env = env  # the children's environment (a worker's device slot), None: ours
         self._procs: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
+        self._cancelled = False
 
     def cancel(self) -> None:
-        """Kill the running children (safe from another thread or a signal handler)."""
+        """Kill the running children and start no more (safe from another thread or a signal
+        handler)."""
+        self._cancelled = True
         with self._lock:
             for proc in self._procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -242,7 +245,7 @@ class Children:
             )
 
     def _run_one(self, cmd: Sequence[str], stage: str) -> str:
-        if self.should_stop():
+        if self.should_stop() or self._cancelled:
             raise Cancelled(f"cancelled before {stage}.")
         proc = subprocess.Popen(
             with_parent(cmd),
@@ -253,6 +256,8 @@ class Children:
         )
         with self._lock:
             self._procs.append(proc)
+            if self._cancelled:  # cancelled while it started: it ends with the others
+                proc.kill()
         try:
             _, err = proc.communicate()
         finally:
@@ -280,7 +285,7 @@ class Pipeline(Children):
         threads: int | None = None,
         env: dict[str, str] | None = None,
         chunking: Chunking | None = None,
-        audio: Future[AheadAudio] | None = None,
+        audio: AudioJob | None = None,
     ) -> None:
         super().__init__(should_stop, env)
         self.preset = preset
@@ -291,6 +296,12 @@ class Pipeline(Children):
         self.chunking = chunking
         self._models: dict[str, str] = {}
         self._last_on: dict[str, tuple[str, int]] = {}  # slot name -> (job, chunk) it ran last
+        self._ahead_maker = audio.maker if audio else None
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self._ahead_maker is not None:  # the audio being made ahead for this run
+            self._ahead_maker.cancel()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -304,13 +315,13 @@ class Pipeline(Children):
     ) -> Result:
         """Process ``src`` into ``output``. ``plan`` comes from the batch step (tuning, LUT and
         the sidecar files delivered beside the output)."""
-        # absolute: vspipe runs the script with its own folder as the working directory
         try:
             return self._run(src, output, overwrite=overwrite, plan=plan)
         finally:
             self._drop_ahead()
 
     def _run(self, src: Path, output: Path, *, overwrite: bool, plan: ClipPlan | None) -> Result:
+        # absolute: vspipe runs the script with its own folder as the working directory
         src = Path(src).absolute()
         output = Path(output)
         _check_target(src, output, overwrite)
@@ -385,9 +396,7 @@ class Pipeline(Children):
             raise AppError("a colour LUT was planned but no .cube file was given.")
         with self._timed("probe", timings):
             media = probe(src)
-        # absolute: vspipe runs the script from its own folder, so a relative path would nest
-        work = job_work_dir(self.work_root.absolute(), src, self.preset)
-        work.mkdir(parents=True, exist_ok=True)
+        work = self._job_dir(src)
         write_probe(work, media)
         with self._timed("render", timings):
             splan = plan_script(self.preset, media)
@@ -407,6 +416,12 @@ class Pipeline(Children):
             frames = self._check_script(script, src, cache, splan)
             splan = dataclasses.replace(splan, frame_count=frames)
         return Prepared(src, media, splan, work, script, cache, plan.cuts if plan else None)
+
+    def _job_dir(self, src: Path) -> Path:
+        # absolute: vspipe runs the script from its own folder, so a relative path would nest
+        work = job_work_dir(self.work_root.absolute(), src, self.preset)
+        work.mkdir(parents=True, exist_ok=True)
+        return work
 
     def _reproduction(self, script: Path, src: Path, cache: Path) -> str:
         """Comment lines naming the exact command that reproduces this job's picture (every
@@ -698,10 +713,10 @@ class Pipeline(Children):
         gives. :meth:`run` takes it when the checked duration is the same, and makes its own
         otherwise (or when this failed)."""
         src = Path(src).absolute()
+        before = _identity(src)  # before it is read: a copy still growing never matches
         media = probe(src)
         plan = plan_script(self.preset, media)
-        work = job_work_dir(self.work_root.absolute(), src, self.preset)
-        work.mkdir(parents=True, exist_ok=True)
+        work = self._job_dir(src)
         # named like a run's intermediates: one a hard kill leaves is swept with them
         out = work / f"audio.{os.getpid()}.{time.monotonic_ns()}.mov"
         started = time.monotonic()
@@ -711,13 +726,13 @@ class Pipeline(Children):
             with contextlib.suppress(FileNotFoundError):
                 out.unlink()
             raise
-        return AheadAudio(_audio_key(src, plan), made, time.monotonic() - started)
+        return AheadAudio(_audio_key(before, plan), made, time.monotonic() - started)
 
     def _audio(self, job: Prepared, out: Path, timings: list[StageTiming]) -> Path | None:
         """The delivered audio into ``out`` (loudness measured first where the preset
         normalises), or None when the output has none. Runs beside the encode; takes the
         audio made ahead when there is one for this duration."""
-        ready = self._claim_ahead(_audio_key(job.src, job.plan))
+        ready = self._claim_ahead(_audio_key(_identity(job.src), job.plan))
         if ready is not None:
             log.info("%s: audio made while the batch was assessed", job.src.name)
             if ready.path is None:
@@ -735,14 +750,23 @@ class Pipeline(Children):
         """The audio made ahead, when it is for ``key``; None when there is none, it had not
         started (it is cancelled: this run makes it), it failed, or it is for another
         duration (it is deleted)."""
-        fut, self.ahead = self.ahead, None
-        if fut is None or fut.cancel():
+        job, self.ahead = self.ahead, None
+        if job is None or job.future.cancel():
             return None
-        try:
-            ready = fut.result()
-        except Exception as exc:  # made again by this run, where a failure counts
-            log.info("the audio made ahead failed (%s); making it again", exc)
-            return None
+        while True:
+            if self.should_stop() or self._cancelled:
+                job.maker.cancel()  # its ffmpeg ends now; the wait below is short
+            try:
+                ready = job.future.result(timeout=0.25)
+                break
+            except TimeoutError:
+                continue
+            except Exception as exc:
+                if self.should_stop() or self._cancelled:
+                    raise Cancelled("cancelled while the audio was made.") from exc
+                # made again by this run, where a failure counts
+                log.info("the audio made ahead failed (%s); making it again", exc)
+                return None
         if ready.key == key:
             return ready
         log.info("the audio made ahead is for another duration; making it again")
@@ -757,6 +781,8 @@ class Pipeline(Children):
         self.ahead = None
 
     def _make_audio(self, media: MediaInfo, plan: ScriptPlan, src: Path, out: Path) -> Path | None:
+        if not self._expects_audio(media):
+            return None  # no loudness measured for an output without audio
         ffmpeg = find_tool("ffmpeg")
         loudness = None
         if self.preset.audio.loudness_lufs is not None and media.has_audio:
@@ -1094,20 +1120,30 @@ class AheadAudio:
     seconds: float
 
 
-def drop_ahead(fut: Future[AheadAudio] | None) -> None:
-    """Cancel audio being made ahead, or delete it once made (waiting for it to end)."""
-    if fut is None or fut.cancel():
+@dataclass(frozen=True, slots=True)
+class AudioJob:
+    """Audio being made ahead: its future, and the pipeline whose child (ffmpeg) makes it."""
+
+    future: Future[AheadAudio]
+    maker: Children
+
+
+def drop_ahead(job: AudioJob | None) -> None:
+    """Audio made ahead that no run will take: not started, cancelled; being made, its
+    ffmpeg killed; made, deleted."""
+    if job is None or job.future.cancel():
         return
+    job.maker.cancel()
     with contextlib.suppress(Exception):
-        ready = fut.result()
+        ready = job.future.result()
         if ready.path is not None:
             ready.path.unlink(missing_ok=True)
 
 
-def _audio_key(src: Path, plan: ScriptPlan) -> tuple[object, ...]:
+def _audio_key(identity: tuple[int, int], plan: ScriptPlan) -> tuple[object, ...]:
     """What a clip's delivered audio depends on beyond the preset: the source (its size and
-    time) and the output's duration."""
-    return (*_identity(src), plan.frame_count, str(plan.fps))
+    time, :func:`_identity`) and the output's duration."""
+    return (*identity, plan.frame_count, str(plan.fps))
 
 
 def _identity(src: Path) -> tuple[int, int]:

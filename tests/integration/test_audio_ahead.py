@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core.errors import EncodeError
 from daemon.engine.finish import Engine
-from daemon.engine.pipeline import AheadAudio, Pipeline
+from daemon.engine.pipeline import AheadAudio, AudioJob, Cancelled, Children, Pipeline
 from daemon.engine.presets import find_preset
 from tests.conftest import make_clip
-from tests.helpers import loudness, streams
+from tests.helpers import loudness, streams, wait_for
 
 
 def audio_files(work: Path) -> list[str]:
@@ -50,7 +51,8 @@ def test_audio_made_for_another_duration_is_made_again(
     made: Future[AheadAudio] = Future()
     made.set_running_or_notify_cancel()
     made.set_result(AheadAudio(("another", "duration"), stale, 1.0))
-    pipe = Pipeline(find_preset("small-x265"), work_root=tmp_path / "work", audio=made)
+    job = AudioJob(made, Children())
+    pipe = Pipeline(find_preset("small-x265"), work_root=tmp_path / "work", audio=job)
     result = pipe.run(src, tmp_path / "out.mp4")
     assert any("for another duration" in r.getMessage() for r in caplog.records)
     assert not stale.exists()
@@ -64,8 +66,20 @@ def test_audio_no_clip_took_is_dropped(tmp_path: Path, test_presets: Path) -> No
     src = make_clip(tmp_path / "clip.mp4", seconds=1.0)
     engine = Engine(find_preset("small-x265"), work_root=tmp_path / "work")
     engine.assess({"a": src}, tmp_path / "work" / "batch", ahead=[src])
-    fut = engine._ahead[src.absolute()]
-    ready = fut.result(timeout=60)
+    ready = engine._ahead[src.absolute()].future.result(timeout=60)
     assert ready.path is not None and ready.path.is_file()
     engine.close()
+    assert audio_files(tmp_path / "work") == []
+
+
+def test_closing_the_engine_kills_the_audio_being_made(tmp_path: Path, test_presets: Path) -> None:
+    """A job cancelled (or a process stopped) while its audio is made ahead does not wait for
+    that ffmpeg to end on its own: it is killed, and nothing is left behind."""
+    src = make_clip(tmp_path / "long.mp4", seconds=300.0, size="64x36")
+    engine = Engine(find_preset("small-x265"), work_root=tmp_path / "work")
+    engine.assess({"a": src}, tmp_path / "work" / "batch", ahead=[src])
+    job = engine._ahead[src.absolute()]
+    wait_for(lambda: job.maker._procs, 60, "the audio's ffmpeg to start")
+    engine.close()
+    assert isinstance(job.future.exception(timeout=60), (Cancelled, EncodeError))
     assert audio_files(tmp_path / "work") == []
