@@ -336,6 +336,8 @@ class Pipeline(Children):
         )
         audio = video.with_name(video.stem.replace("video.", "audio.", 1) + ".mov")
         partial = partial_path(output)
+        still = job.work / f"compare.{os.getpid()}.png"
+        delivered = False
         # the audio needs no picture: it is prepared while the video encodes, so on a machine
         # with cores to spare it costs no time, and the mux after the encode only copies
         pool = ThreadPoolExecutor(1, thread_name_prefix="audio")
@@ -351,7 +353,10 @@ class Pipeline(Children):
             with self._timed("mux", timings):
                 self._mux(video, audio_ready.result(), partial)
             with self._timed("verify", timings):
+                # the before/after still is drawn from the muxed file while it is checked
+                drawing = pool.submit(self._draw_still, job, partial, still, timings)
                 report = self._verify(job, partial, output.name)
+                drawn = drawing.result()
             if output.exists() and not overwrite:
                 raise AppError(f"{output}: appeared while encoding; not overwriting it.")
             if _identity(src) != before:
@@ -360,15 +365,16 @@ class Pipeline(Children):
                     "its output was not delivered"
                 )
             os.replace(partial, output)
+            delivered = True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
             pool.shutdown(wait=True)
-            for path in (video, audio):
+            for path in (video, audio, *(() if delivered else (still,))):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         # the output is delivered: nothing after this point may fail the job
-        self._deliver_sidecars(output, plan, report, job, timings)
+        self._deliver_sidecars(output, plan, report, still if drawn else None)
         result = Result(output, job.media, job.plan, job.work, job.script, timings)
         with contextlib.suppress(OSError):
             write_result(
@@ -450,23 +456,22 @@ class Pipeline(Children):
         output: Path,
         plan: ClipPlan | None,
         report: Report,
-        job: Prepared,
-        timings: list[StageTiming],
+        still: Path | None,
     ) -> None:
-        """Best-effort files beside a delivered output (assessment, LUT, QC report, still): a
-        failure is logged, never fails the job."""
+        """Best-effort files beside a delivered output (assessment, LUT, QC report, the
+        ``still`` drawn while it was checked): a failure is logged, never fails the job."""
         files = dict(plan.sidecars()) if plan else {}
         try:
             for suffix, path in files.items():
                 atomic_write(output.with_name(output.stem + suffix), path.read_bytes())
             if self.preset.qc.enabled:
                 atomic_write(output.with_name(output.stem + QC_SUFFIX), report.to_json())
+            if still is not None:
+                os.replace(still, still_beside(output))
         except OSError as exc:
             log.warning(
                 "%s: delivered, but a file beside it could not be written (%s)", output.name, exc
             )
-        with self._timed("still", timings):
-            self._still(job.src, output, job.plan, job.work, job.media)
 
     def _model_paths(self, plan: ScriptPlan) -> dict[str, str]:
         from daemon.engine.models import model_dir, require
@@ -819,20 +824,20 @@ class Pipeline(Children):
         )
         self._run_one(cmd, "mux")
 
-    def _still(
-        self, src: Path, output: Path, plan: ScriptPlan, work: Path, media: MediaInfo
-    ) -> None:
-        """``NAME.compare.png`` beside the output: source and result side by side at the
-        middle of the clip. The output is already verified and delivered, so a failure here
-        is logged, not fatal."""
-        tmp = work / f"compare.{os.getpid()}.png"
+    def _draw_still(
+        self, job: Prepared, output: Path, png: Path, timings: list[StageTiming]
+    ) -> bool:
+        """``NAME.compare.png``, delivered beside the output: source and result side by side
+        at the middle of the clip, drawn into ``png`` from ``output`` (the muxed file, while
+        it is checked). Only for the eye, so a failure is logged, not fatal: False."""
+        src, plan, media, started = job.src, job.plan, job.media, time.monotonic()
         at, height = plan.frame_count / float(plan.fps) / 2, min(540, plan.height)
         tile_w, tile_h = C.still_tile(height)  # the 1:1 crop's size
         window = (min(1.0, tile_w / plan.width), min(1.0, tile_h / plan.height))
         cmd = C.still_command(
             src=str(src),
             output=str(output),
-            png=str(tmp),
+            png=str(png),
             at_seconds=at,
             height=height,
             ffmpeg=find_tool("ffmpeg"),
@@ -842,12 +847,13 @@ class Pipeline(Children):
         )
         try:
             self._run_one(cmd, "before/after still")
-            os.replace(tmp, still_beside(output))
         except (EncodeError, OSError) as exc:
-            log.warning("no before/after still for %s: %s", output.name, exc)
-        finally:
+            log.warning("no before/after still for %s: %s", src.name, exc)
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                png.unlink()
+            return False
+        timings.append(StageTiming("still", time.monotonic() - started))
+        return True
 
     @contextlib.contextmanager
     def _timed(self, stage: str, timings: list[StageTiming]):  # type: ignore[no-untyped-def]

@@ -148,6 +148,8 @@ def test_a_job_whose_output_fails_qc_is_not_delivered(env: Path, clip_factory) -
     assert res.returncode == 1
     assert "failed QC against preset strict" in res.stderr and "bitrate" in res.stderr
     assert not out.exists() and not list(out.parent.glob("*.mp4"))
+    # its before/after still, drawn while it was checked, is neither delivered nor left behind
+    assert not list(out.parent.glob("*.png")) and not list((env / "cache").rglob("*.png"))
     assert src.read_bytes() == before
 
 
