@@ -250,14 +250,17 @@ def analyse_clip(
 ) -> ClipStats:
     """Decode sampled frames with VapourSynth (in-process) and measure them. With ``index``
     (a path without extension) BestSource's index is written there for the job's script to
-    read, so the clip is indexed (decoded end to end) once, not twice. With ``cores`` > 1 the
-    measuring pass after the index is split into that many parts (:func:`pass_parts`), each
-    decoded by its own reader of the index at once: the same numbers, sooner."""
+    read, so the clip is indexed (decoded end to end) once, not twice. ``cores``: the cores
+    this clip may use, as decoder threads; with more than one the measuring pass after the
+    index is split into parts (:func:`pass_parts`), each decoded by its own reader of the
+    index at once: the same numbers, sooner."""
     import vapoursynth as vs
 
     core = vs.core
     cache = {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
-    first = core.bs.VideoSource(path, **cache)  # indexes, with decoder threads for every core
+    # indexes; decoder threads: the clip's cores (BestSource's own default counts every core
+    # of the machine, a cpuset or a slot's share not)
+    first = core.bs.VideoSource(path, threads=max(1, cores), **cache)
     from vs_scripts.runtime.filters import range_props
 
     if first.format.color_family == vs.RGB:
