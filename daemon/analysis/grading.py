@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -303,8 +304,6 @@ def analyse_clip(
     if len(parts) == 1:
         walks = [walk(0)]
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(len(parts), thread_name_prefix="measure") as pool:
             walks = list(pool.map(walk, range(len(parts))))
     w0 = walks[0]

@@ -244,8 +244,12 @@ class Children:
                 hint=_encode_hint(codes, tails),
             )
 
+    def _halted(self) -> bool:
+        """Stopped (by the caller) or cancelled: no child may start."""
+        return self.should_stop() or self._cancelled
+
     def _run_one(self, cmd: Sequence[str], stage: str) -> str:
-        if self.should_stop() or self._cancelled:
+        if self._halted():
             raise Cancelled(f"cancelled before {stage}.")
         proc = subprocess.Popen(
             with_parent(cmd),
@@ -296,12 +300,11 @@ class Pipeline(Children):
         self.chunking = chunking
         self._models: dict[str, str] = {}
         self._last_on: dict[str, tuple[str, int]] = {}  # slot name -> (job, chunk) it ran last
-        self._ahead_maker = audio.maker if audio else None
 
     def cancel(self) -> None:
         super().cancel()
-        if self._ahead_maker is not None:  # the audio being made ahead for this run
-            self._ahead_maker.cancel()
+        if (ahead := self.ahead) is not None:  # the audio being made ahead for this run
+            ahead.maker.cancel()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -756,29 +759,32 @@ class Pipeline(Children):
         """The audio made ahead, when it is for ``key``; None when there is none, it had not
         started (it is cancelled: this run makes it), it failed, or it is for another
         duration (it is deleted)."""
-        job, self.ahead = self.ahead, None
-        if job is None or job.future.cancel():
+        job = self.ahead
+        if job is None:
             return None
-        while True:
-            if self.should_stop() or self._cancelled:
-                job.maker.cancel()  # its ffmpeg ends now; the wait below is short
-            try:
-                ready = job.future.result(timeout=0.25)
-                break
-            except TimeoutError:
-                continue
-            except Exception as exc:
-                if self.should_stop() or self._cancelled:
-                    raise Cancelled("cancelled while the audio was made.") from exc
-                # made again by this run, where a failure counts
-                log.info("the audio made ahead failed (%s); making it again", exc)
+        try:  # self.ahead stays set while it is waited for: cancel() kills its ffmpeg
+            if job.future.cancel():
                 return None
+            while True:
+                if self._halted():
+                    job.maker.cancel()  # its ffmpeg ends now; the wait below is short
+                try:
+                    ready = job.future.result(timeout=0.25)
+                    break
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    if self._halted():
+                        raise Cancelled("cancelled while the audio was made.") from exc
+                    # made again by this run, where a failure counts
+                    log.info("the audio made ahead failed (%s); making it again", exc)
+                    return None
+        finally:
+            self.ahead = None
         if ready.key == key:
             return ready
         log.info("the audio made ahead is for another duration; making it again")
-        if ready.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                ready.path.unlink()
+        ready.discard()
         return None
 
     def _drop_ahead(self) -> None:
@@ -1126,6 +1132,10 @@ class AheadAudio:
     path: Path | None
     seconds: float
 
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
 
 @dataclass(frozen=True, slots=True)
 class AudioJob:
@@ -1142,9 +1152,7 @@ def drop_ahead(job: AudioJob | None) -> None:
         return
     job.maker.cancel()
     with contextlib.suppress(Exception):
-        ready = job.future.result()
-        if ready.path is not None:
-            ready.path.unlink(missing_ok=True)
+        job.future.result().discard()
 
 
 def _audio_key(identity: tuple[int, int], plan: ScriptPlan) -> tuple[object, ...]:
