@@ -451,6 +451,25 @@ class ClusterPool:
                     with contextlib.suppress(Exception):
                         self.on_slot(m.name, m.device)
 
+    def start(self, timeout: float) -> list[str]:
+        """Start the actors of every node now (rather than at the first chunk) and wait up to
+        ``timeout`` seconds for them to answer; returns the names of the slots that are up."""
+        import ray
+
+        deadline = time.monotonic() + timeout
+        self._reconcile(force=True)
+        while True:
+            with self._cond:
+                pending = [m.pending for m in self._members if m.pending is not None]
+            if pending and time.monotonic() < deadline:
+                ray.wait(pending, num_returns=len(pending), timeout=deadline - time.monotonic())
+            self._promote()
+            with self._cond:
+                waiting = any(m.pending is not None for m in self._members)
+            if not waiting or time.monotonic() >= deadline:
+                return [name for name, _, _ in self.members()]
+            time.sleep(0.05)  # another thread is promoting them
+
     # -- placing chunks ----------------------------------------------------------------------------
 
     def placer(self, needs: Mapping[str, float] | None = None, *, preset: str = "") -> Placer:
