@@ -592,6 +592,7 @@ class Pipeline(Children):
             min_len=max(1, max_len // 2),
             cuts=map_cuts(found, fps, total),
             seeks=map_cuts(keys, fps, total),
+            taper=c.sharers or c.workers,
         )
 
     def _encode_chunked(self, job: Prepared, video: Path, chunks: list[Chunk]) -> None:

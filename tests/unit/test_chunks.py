@@ -208,3 +208,37 @@ def test_workers_sharing_a_clip_get_enough_chunks_to_finish_together() -> None:
     assert shared_length(480, 100_000, 2) == 480
     assert shared_length(0, 1440, 2) == 0
     assert shared_length(3, 10, 4) == 1
+
+
+def test_the_chunk_ending_each_workers_share_is_halved() -> None:
+    """Two workers take a clip's halves (next_chunk); the last chunk of each half is cut in
+    two, so the one done first finds half a chunk left, not the other's last whole one."""
+    plain = plan_chunks(1440, max_len=180, min_len=90)
+    tapered = plan_chunks(1440, max_len=180, min_len=90, taper=2)
+    assert covers(tapered, 1440) and len(tapered) == len(plain) + 2
+    assert ranges(tapered)[3:5] == [(540, 630), (630, 720)]
+    assert ranges(tapered)[-2:] == [(1260, 1350), (1350, 1440)]
+    # the second worker starts at the second half
+    states = ["running"] + ["queued"] * (len(tapered) - 1)
+    assert tapered[next_chunk(states)].start == 720
+    # one worker: nothing to taper; halves never under half the minimum length
+    assert plan_chunks(1440, max_len=180, min_len=90, taper=1) == plain
+    assert ranges(plan_chunks(7, max_len=5, min_len=4, taper=2)) == [(0, 2), (2, 4), (4, 7)]
+    # at a cut: the halves stay inside the shot
+    cut = plan_chunks(36, max_len=5, min_len=2, cuts=[18], taper=2)
+    assert (14, 16) in ranges(cut) and (16, 18) in ranges(cut) and (18, 22) in ranges(cut)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4, 8])
+def test_tapered_plans_cover_the_clip_in_order(workers: int) -> None:
+    for total in (50, 240, 1441, 4320):
+        max_len = shared_length(24, total, workers)
+        for cuts in ([], [total // 3], [total // 2, total // 2 + 7]):
+            plain = plan_chunks(total, max_len=max_len, min_len=max_len // 2, cuts=cuts)
+            chunks = plan_chunks(
+                total, max_len=max_len, min_len=max_len // 2, cuts=cuts, taper=workers
+            )
+            assert covers(chunks, total), (total, cuts)
+            # only halves added: every boundary (cuts included) kept, at most one per worker
+            assert {c.start for c in plain} <= {c.start for c in chunks}
+            assert len(plain) <= len(chunks) <= len(plain) + workers

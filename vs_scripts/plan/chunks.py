@@ -39,12 +39,19 @@ def plan_chunks(
     min_len: int = 1,
     cuts: Iterable[int] = (),
     seeks: Iterable[int] = (),
+    taper: int = 0,
 ) -> list[Chunk]:
     """Half-open ranges covering ``[0, total_frames)``. ``cuts`` are output frames where a new
     shot starts; ``max_len`` <= 0 means one chunk for the whole clip. ``seeks`` are output
     frames where the source can be entered without decoding what comes before (just after a
     source keyframe): a boundary that is not a cut moves to the nearest one within a quarter
-    of ``max_len``, so a chunk does not first decode up to a whole GOP it never shows."""
+    of ``max_len``, so a chunk does not first decode up to a whole GOP it never shows.
+
+    ``taper``: the workers sharing the clip (see :func:`next_chunk`: each runs through its
+    share of it). The chunk that ends nearest the end of each share is halved (halves of at
+    least ``min_len // 2``), so a worker done with its share first still finds half a chunk
+    queued in another's, and the workers end within half a chunk of each other rather than a
+    whole one."""
     if total_frames <= 0:
         return []
     if max_len <= 0 or total_frames <= max_len:
@@ -63,9 +70,30 @@ def plan_chunks(
             merged += _even(pa, b, max_len)
             continue
         merged.append((a, b))
+    merged = _tapered(merged, total_frames, taper, max(1, min_len // 2))
     edges = [a for a, _ in merged[1:]] + [total_frames]
     edges = _snapped(edges, set(bounds), sorted(set(seeks)), max_len // 4)
     return [Chunk(i, a, b) for i, (a, b) in enumerate(itertools.pairwise([0, *edges]))]
+
+
+def _tapered(
+    pieces: list[tuple[int, int]], total: int, sharers: int, least: int
+) -> list[tuple[int, int]]:
+    """``pieces`` with the one ending nearest each of ``sharers`` equal shares' ends split in
+    two (when both halves have ``least`` frames)."""
+    if sharers <= 1:
+        return pieces
+    ends = {
+        min(range(len(pieces)), key=lambda j: abs(pieces[j][1] - total * k // sharers))
+        for k in range(1, sharers + 1)
+    }
+    out: list[tuple[int, int]] = []
+    for j, (a, b) in enumerate(pieces):
+        if j in ends and b - a >= 2 * least:
+            out += [(a, (a + b) // 2), ((a + b) // 2, b)]
+        else:
+            out.append((a, b))
+    return out
 
 
 def _snapped(edges: list[int], fixed: set[int], seeks: list[int], slack: int) -> list[int]:
