@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,74 +98,82 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of A B C D; each its best")
     ap.add_argument("--ceiling", action="store_true", help="also E: A on each core at once")
     ap.add_argument("--cpuset", action="store_true", help="confine runs with cpuset cgroups")
+    ap.add_argument("--keep", action="store_true", help="keep the clips and outputs")
     args = ap.parse_args()
     confine = cpuset_cgroup if args.cpuset else taskset
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs at least 2 cores")
     work = Path(tempfile.mkdtemp(prefix="fl-parallel-"))
-    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"),
-           "FINISHLINE_PRESETS": str(ROOT / "tests" / "data" / "presets_ok")}  # fmt: skip
-    srcs = [work / f"clip{i}.mp4" for i in range(args.clips)]
-    for i, src in enumerate(srcs):
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-             f"testsrc2=size={args.size}:rate={args.fps}:duration={args.seconds},"
-             f"noise=alls=12:allf=t:all_seed={i + 1}",
-             "-f", "lavfi", "-i", f"sine=duration={args.seconds}", "-c:v", "libx264", "-crf",
-             "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(src)], check=True,
-        )  # fmt: skip
-    batch = f"{args.clips} clips of " if args.clips > 1 else ""
-    print(
-        f"{batch}{args.seconds:g} s {args.size}@{args.fps} through {args.preset}, "
-        f"chunks {args.chunk:g} s",
-        flush=True,
-    )
+    try:
+        env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"),
+               "FINISHLINE_PRESETS": str(ROOT / "tests" / "data" / "presets_ok")}  # fmt: skip
+        srcs = [work / f"clip{i}.mp4" for i in range(args.clips)]
+        for i, src in enumerate(srcs):
+            subprocess.run(
+                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                 f"testsrc2=size={args.size}:rate={args.fps}:duration={args.seconds},"
+                 f"noise=alls=12:allf=t:all_seed={i + 1}",
+                 "-f", "lavfi", "-i", f"sine=duration={args.seconds}", "-c:v", "libx264", "-crf",
+                 "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(src)], check=True,
+            )  # fmt: skip
+        batch = f"{args.clips} clips of " if args.clips > 1 else ""
+        print(
+            f"{batch}{args.seconds:g} s {args.size}@{args.fps} through {args.preset}, "
+            f"chunks {args.chunk:g} s",
+            flush=True,
+        )
 
-    def out(name: str) -> Path:
-        return work / (name if args.clips > 1 else f"{name}.mp4")
+        def out(name: str) -> Path:
+            return work / (name if args.clips > 1 else f"{name}.mp4")
 
-    configs = {
-        "A": ("A 1 worker x 1 core, chunked", "0", 1, args.chunk),
-        "B": ("B 2 workers x 1 core, chunked", "0,1", 2, args.chunk),
-        "C": ("C 1 worker x 2 cores, chunked", "0,1", 1, args.chunk),
-        "D": ("D 1 worker x 1 core, whole", "0", 1, 0.0),
-    }
-    # rounds of A B C D, interleaved: the machine's speed drifts (up to 40 % here) and a run
-    # is only slower than its configuration can be, never faster, so each takes its best
-    times: dict[str, list[float]] = {k: [] for k in configs}
-    for r in range(args.rounds):
-        if args.rounds > 1:
-            print(f"round {r + 1} of {args.rounds}", flush=True)
-        for key, (label, cpus, workers, chunk) in configs.items():
-            times[key].append(
-                run(
-                    label,
-                    cpus,
-                    srcs,
-                    out(f"{key.lower()}{r}"),
-                    args.preset,
-                    workers,
-                    chunk,
-                    env,
-                    confine,
+        configs = {
+            "A": ("A 1 worker x 1 core, chunked", "0", 1, args.chunk),
+            "B": ("B 2 workers x 1 core, chunked", "0,1", 2, args.chunk),
+            "C": ("C 1 worker x 2 cores, chunked", "0,1", 1, args.chunk),
+            "D": ("D 1 worker x 1 core, whole", "0", 1, 0.0),
+        }
+        # rounds of A B C D, interleaved: the machine's speed drifts (up to 40 % here) and a run
+        # is only slower than its configuration can be, never faster, so each takes its best
+        times: dict[str, list[float]] = {k: [] for k in configs}
+        for r in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {r + 1} of {args.rounds}", flush=True)
+            for key, (label, cpus, workers, chunk) in configs.items():
+                times[key].append(
+                    run(
+                        label,
+                        cpus,
+                        srcs,
+                        out(f"{key.lower()}{r}"),
+                        args.preset,
+                        workers,
+                        chunk,
+                        env,
+                        confine,
+                    )
                 )
-            )
-        if args.ceiling:  # A on each core at once: what two cores give this work here
-            with ThreadPoolExecutor(2) as pool:
-                pair = [
-                    pool.submit(run, f"E A on core {k}, two at once", str(k), srcs,
-                                out(f"e{k}{r}"), args.preset, 1, args.chunk, env, confine)
-                    for k in (0, 1)
-                ]  # fmt: skip
-                times.setdefault("E", []).append(max(f.result() for f in pair))
-    a, b, c, d = (min(times[k]) for k in configs)
-    if args.rounds > 1:
-        print("best of each: " + ", ".join(f"{k} {min(v):.1f} s" for k, v in times.items()))
-    if args.ceiling:
-        print(f"the machine's ceiling, 2A/E: {2 * a / min(times['E']):.2f}x")
-    print(f"scaling B/A: {a / b:.2f}x (target >= 1.8)")
-    print(f"splitting, B against C: {c / b:.2f}x (target >= 0.95)")
-    print(f"chunking, A against D: {100 * (a / d - 1):+.1f} % (target <= +5 %)")
+            if args.ceiling:  # A on each core at once: what two cores give this work here
+                with ThreadPoolExecutor(2) as pool:
+                    pair = [
+                        pool.submit(run, f"E A on core {k}, two at once", str(k), srcs,
+                                    out(f"e{k}{r}"), args.preset, 1, args.chunk, env, confine)
+                        for k in (0, 1)
+                    ]  # fmt: skip
+                    times.setdefault("E", []).append(max(f.result() for f in pair))
+        a, b, c, d = (min(times[k]) for k in configs)
+        if args.rounds > 1:
+            print("best of each: " + ", ".join(f"{k} {min(v):.1f} s" for k, v in times.items()))
+        if args.ceiling:
+            print(f"the machine's ceiling, 2A/E: {2 * a / min(times['E']):.2f}x")
+        print(f"scaling B/A: {a / b:.2f}x (target >= 1.8)")
+        print(f"splitting, B against C: {c / b:.2f}x (target >= 0.95)")
+        print(f"chunking, A against D: {100 * (a / d - 1):+.1f} % (target <= +5 %)")
+
+    finally:  # the clips and outputs: hundreds of MB a run
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
