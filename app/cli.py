@@ -519,6 +519,7 @@ def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-unt
         table["resources"] = {preset: needs}
     pool = ClusterPool(parse_cluster(table, source="the command line"))
     pool.connect()
+    pool.start(timeout=0)  # the actors start (imports, filters) while the batch is assessed
     return pool
 
 
