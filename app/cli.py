@@ -519,7 +519,10 @@ def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-unt
         table["resources"] = {preset: needs}
     pool = ClusterPool(parse_cluster(table, source="the command line"))
     pool.connect()
-    pool.start(timeout=0)  # the actors start (imports, filters) while the batch is assessed
+    # the actors' processes start while the batch is assessed, not when the first chunk is
+    # placed; best effort: placing a chunk starts them too, and says what is wrong if it can't
+    with contextlib.suppress(Exception):
+        pool.start(timeout=0)
     return pool
 
 

@@ -2,7 +2,7 @@
 of chunking. By hand, not in CI (minutes):
 
     .venv/bin/python bench/parallel.py [--seconds 60] [--preset small-x265] [--size 320x180]
-                                       [--clips N] [--rounds R] [--ceiling]
+                                       [--clips N] [--rounds R] [--ceiling] [--keep]
 
 Runs ``finishline process`` on one generated clip (or a batch of N) four ways, each pinned
 with ``taskset``:
@@ -104,6 +104,7 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs at least 2 cores")
     work = Path(tempfile.mkdtemp(prefix="fl-parallel-"))
+    done = False
     try:
         env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"),
                "FINISHLINE_PRESETS": str(ROOT / "tests" / "data" / "presets_ok")}  # fmt: skip
@@ -168,10 +169,10 @@ def main() -> None:
         print(f"scaling B/A: {a / b:.2f}x (target >= 1.8)")
         print(f"splitting, B against C: {c / b:.2f}x (target >= 0.95)")
         print(f"chunking, A against D: {100 * (a / d - 1):+.1f} % (target <= +5 %)")
-
-    finally:  # the clips and outputs: hundreds of MB a run
-        if args.keep:
-            print(f"kept {work}")
+        done = True
+    finally:  # the clips and outputs (~80 MB for a 60 s clip), kept when a run failed
+        if args.keep or not done:
+            print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -461,8 +461,9 @@ class ClusterPool:
         while True:
             with self._cond:
                 pending = [m.pending for m in self._members if m.pending is not None]
-            if pending and time.monotonic() < deadline:
-                ray.wait(pending, num_returns=len(pending), timeout=deadline - time.monotonic())
+            left = deadline - time.monotonic()
+            if pending and left > 0:
+                ray.wait(pending, num_returns=len(pending), timeout=left)
             self._promote()
             with self._cond:
                 waiting = any(m.pending is not None for m in self._members)

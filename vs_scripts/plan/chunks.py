@@ -51,7 +51,9 @@ def plan_chunks(
     share of it). The chunk that ends nearest the end of each share is halved (halves of at
     least ``min_len // 2``), so a worker done with its share first still finds half a chunk
     queued in another's, and the workers end within half a chunk of each other rather than a
-    whole one."""
+    whole one. The shares are equal ones, where :func:`next_chunk`'s halving starts 2, 4 or 8
+    workers; 3 start at 0, 1/4 and 1/2, so their halved chunks (near the thirds) help less.
+    A snapped edge (``seeks``) can make a half shorter than ``min_len // 2``."""
     if total_frames <= 0:
         return []
     if max_len <= 0 or total_frames <= max_len:
