@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from daemon.core.tools import find_tool, media_arg, run_capture, tail
@@ -13,21 +17,51 @@ HEAD_BYTES = 64 * 1024
 """How much of an unreadable file is read to tell what it is."""
 
 
+#: the clips probed last: a job probes its clip in its batch's assessment, for its audio and
+#: for its script, and a clip that has not changed (same file, size and time) reads the same
+_KNOWN: OrderedDict[tuple[object, ...], MediaInfo] = OrderedDict()
+_KNOWN_MAX = 64
+_KNOWN_LOCK = threading.Lock()
+
+
 def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
     """Probe a clip. ``exact`` also reads every video packet's timestamp (no decoding) for an
-    exact frame count and VFR detection."""
+    exact frame count and VFR detection. A clip probed before and unchanged since (the same
+    file, size and modification time) is not read again."""
     p = Path(path)
     if not p.exists():
         raise ProbeError(f"{p}: no such file.")
     if p.is_dir():
         raise ProbeError(f"{p}: is a folder, not a clip.")
-    if p.stat().st_size == 0:
+    st = p.stat()
+    if st.st_size == 0:
         raise ProbeError(f"{p}: the file is empty (0 bytes); was the copy interrupted?")
+    key = (str(p.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, exact)
+    with _KNOWN_LOCK:
+        known = _KNOWN.get(key)
+        if known is not None:
+            _KNOWN.move_to_end(key)
+    if known is not None:
+        return known if known.path == str(p) else dataclasses.replace(known, path=str(p))
+    media = _probe(p, exact)
+    with _KNOWN_LOCK:
+        _KNOWN[key] = media
+        while len(_KNOWN) > _KNOWN_MAX:
+            _KNOWN.popitem(last=False)
+    return media
+
+
+def _probe(p: Path, exact: bool) -> MediaInfo:
     ffprobe = find_tool("ffprobe")
     arg = media_arg(p)
-    res = run_capture(
-        [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg], timeout=120
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="probe") as side:
+        # the packets' times are read at once beside the streams (two quick processes,
+        # wasted only on a file that is not a clip)
+        packets = side.submit(_packet_times, ffprobe, arg) if exact else None
+        res = run_capture(
+            [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg],
+            timeout=120,
+        )
     if res.returncode != 0:
         errors = tail(res.stderr, 5).replace(arg + ": ", "")
         raise ProbeError(f"{p}: {unreadable_reason(_head(p), errors)}")
@@ -35,10 +69,7 @@ def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
         data = json.loads(res.stdout or "{}")
     except json.JSONDecodeError as exc:
         raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
-    pts: list[float] | None = None
-    errors = ""
-    if exact:
-        pts, errors = _packet_times(ffprobe, arg)
+    pts, errors = packets.result() if packets is not None else (None, "")
     return parse_ffprobe(data, path=str(p), packet_pts=pts, read_errors=errors)
 
 
