@@ -113,8 +113,14 @@ def _analyse(
 
     def one(key: str) -> tuple[colour.ClipStats, object] | None:
         src = sources[key]
+        index = str(indexes[key])
         try:
-            media = probe(src)
+            # BestSource indexes the clip while it is probed: the index needs no probe, and
+            # the probe's processes leave this clip's cores idle for a moment
+            with ThreadPoolExecutor(1, thread_name_prefix="index") as side:
+                opened = side.submit(colour.open_source, str(src), index=index, cores=cores)
+                media = probe(src)
+                reader = opened.result()
             sc, _ = source_colour(media)
             st = colour.analyse_clip(
                 str(src),
@@ -122,8 +128,9 @@ def _analyse(
                 transfer=sc.transfer,
                 primaries=sc.primaries,
                 color_range=sc.range,
-                index=str(indexes[key]),
+                index=index,
                 cores=cores,
+                reader=reader,
             )
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
             log.info("%s: left out of the batch assessment (%s)", src.name, exc)

@@ -212,22 +212,35 @@ def analyse_frames(
     cut_at: int | None = None,
 ) -> ClipStats:
     """Stats from sampled RGB frames (small, float 0..1, HxWx3), full-size luma samples and
-    the mean luma of every frame (before the first cut)."""
+    the mean luma of every frame (before the first cut). The colour statistics are taken in a
+    second thread beside the rest (numpy leaves the GIL): on more than one core the clip's
+    plan is ready sooner, and the job's first chunk starts sooner."""
     stack = np.stack(frames)
-    lab = rgb_to_lab(stack.reshape(-1, 3))
-    pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
-    dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in itertools.pairwise(frames)]
-    sal_x, sal_y = saliency_profiles(frames)
-    samples = (np.clip(stack, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+    def colour_stats() -> tuple[list[float], list[list[float]], float]:
+        lab = rgb_to_lab(stack.reshape(-1, 3))
+        pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
+        ab_std = float(np.sqrt(lab[:, 1].var() + lab[:, 2].var()))
+        return [float(x) for x in lab.mean(axis=0)], pct.tolist(), ab_std
+
+    with ThreadPoolExecutor(1, thread_name_prefix="colour-stats") as side:
+        colour_side = side.submit(colour_stats)
+        dups = [float(np.abs(a - b).max()) < 1e-4 for a, b in itertools.pairwise(frames)]
+        sal_x, sal_y = saliency_profiles(frames)
+        samples = (np.clip(stack, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+        noise = float(np.median([noise_sigma(y) for y in full_luma]))
+        block = float(np.median([blockiness(y) for y in full_luma]))
+        sharp = float(np.median([sharpness(y) for y in full_luma]))
+        lab_mean, lab_percentiles, ab_std = colour_side.result()
     return ClipStats(
         name=name,
         frames_sampled=len(frames),
-        lab_mean=[float(x) for x in lab.mean(axis=0)],
-        lab_percentiles=pct.tolist(),
-        ab_std=float(np.sqrt(lab[:, 1].var() + lab[:, 2].var())),
-        noise=float(np.median([noise_sigma(y) for y in full_luma])),
-        blockiness=float(np.median([blockiness(y) for y in full_luma])),
-        sharpness=float(np.median([sharpness(y) for y in full_luma])),
+        lab_mean=lab_mean,
+        lab_percentiles=lab_percentiles,
+        ab_std=ab_std,
+        noise=noise,
+        blockiness=block,
+        sharpness=sharp,
         flicker=exposure_flicker(frame_means),
         duplicate_ratio=float(np.mean(dups)) if dups else 0.0,
         cut_at=cut_at,
@@ -248,20 +261,20 @@ def analyse_clip(
     small: tuple[int, int] = (320, 180),
     index: str = "",
     cores: int = 1,
+    reader=None,  # type: ignore[no-untyped-def]
 ) -> ClipStats:
     """Decode sampled frames with VapourSynth (in-process) and measure them. With ``index``
     (a path without extension) BestSource's index is written there for the job's script to
     read, so the clip is indexed (decoded end to end) once, not twice. ``cores``: the cores
     this clip may use, as decoder threads; with more than one the measuring pass after the
     index is split into parts (:func:`pass_parts`), each decoded by its own reader of the
-    index at once: the same numbers, sooner."""
+    index at once: the same numbers, sooner. ``reader``: what :func:`open_source` returned
+    for the same ``path``, ``index`` and ``cores`` (opened while the clip was probed)."""
     import vapoursynth as vs
 
     core = vs.core
-    cache = {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
-    # indexes; decoder threads: the clip's cores (BestSource's own default counts every core
-    # of the machine, a cpuset or a slot's share not)
-    first = core.bs.VideoSource(path, threads=max(1, cores), **cache)
+    cache = _cache(index)
+    first = reader if reader is not None else open_source(path, index=index, cores=cores)
     from vs_scripts.runtime.filters import range_props
 
     if first.format.color_family == vs.RGB:
@@ -327,6 +340,20 @@ def analyse_clip(
     out.temporal_noise, out.motion_fit = temporal_noise(w0.clip, usable=usable, known=measured)
     out.cuts = [round(times[i], 6) for i in starts]
     return out
+
+
+def _cache(index: str) -> dict[str, object]:
+    return {"cachemode": 4, "cachepath": index} if index else {"cachemode": 0}
+
+
+def open_source(path: str, *, index: str = "", cores: int = 1):  # type: ignore[no-untyped-def]
+    """BestSource's reader of ``path``: opening it indexes the clip (decodes it end to end),
+    which needs no probe, so :func:`analyse_clip`'s caller can run the two at once. Decoder
+    threads: the clip's cores (BestSource's own default counts every core of the machine, a
+    cpuset or a slot's share not)."""
+    import vapoursynth as vs
+
+    return vs.core.bs.VideoSource(path, threads=max(1, cores), **_cache(index))
 
 
 class _Walk:
