@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import struct
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from daemon.core.errors import AppError
@@ -121,15 +120,7 @@ def _audio_duration(audio: dict | None, packets: list[dict]) -> float | None:
 
 def measure(path: Path, *, with_loudness: bool = True) -> Facts:
     """Everything the checks need, from one ffprobe pass (streams, format, every packet) and,
-    with ``with_loudness`` and an audio track, one EBU R128 pass. The two run at once: the
-    meter starts before the probe has said whether there is audio (it fails at once when
-    there is none, and that failure is ignored)."""
-    with ThreadPoolExecutor(1, thread_name_prefix="loudness") as side:
-        meter = side.submit(loudness, path) if with_loudness else None
-        return _measure(path, meter)
-
-
-def _measure(path: Path, meter: Future[tuple[float, float]] | None) -> Facts:
+    with ``with_loudness`` and an audio track, one EBU R128 pass."""
     ffprobe = find_tool("ffprobe")
     res = run_capture(
         [
@@ -176,8 +167,8 @@ def _measure(path: Path, meter: Future[tuple[float, float]] | None) -> Facts:
     if any(x in fmt.get("format_name", "") for x in ("mp4", "mov")):
         order, elst = mp4_boxes(path)
     lufs = peak = None
-    if audio is not None and meter is not None:
-        lufs, peak = meter.result()
+    if audio is not None and with_loudness:
+        lufs, peak = loudness(path)
     return Facts(
         format_name=fmt.get("format_name", ""),
         video_streams=sum(s.get("codec_type") == "video" for s in streams),
