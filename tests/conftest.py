@@ -116,6 +116,16 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
+def _probe_anew() -> None:
+    """Each test probes its clips itself: none gets another test's remembered probe (the
+    session's clips are shared, and a test may change a clip or the tools)."""
+    from daemon.core import probe
+
+    with probe._KNOWN_LOCK:
+        probe._KNOWN.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fail_on_error_logs(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture):
     """A test that logs at ERROR fails unless marked ``allow_error_logs`` (PySceneDetect)."""
     yield

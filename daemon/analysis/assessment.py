@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from daemon.analysis import grading as colour
@@ -115,12 +115,19 @@ def _analyse(
         src = sources[key]
         index = str(indexes[key])
         try:
-            # BestSource indexes the clip while it is probed: the index needs no probe, and
-            # the probe's processes leave this clip's cores idle for a moment
+            # BestSource indexes the clip (decodes it end to end) while its packets are still
+            # probed, once its streams have passed the checks that need none (a clip refused
+            # only for its packets, a truncated one, is indexed as far as it goes)
             with ThreadPoolExecutor(1, thread_name_prefix="index") as side:
-                opened = side.submit(colour.open_source, str(src), index=index, cores=cores)
-                media = probe(src)
-                reader = opened.result()
+                opened: list[Future[object]] = []
+
+                def start_index() -> None:
+                    opened.append(
+                        side.submit(colour.open_source, str(src), index=index, cores=cores)
+                    )
+
+                media = probe(src, on_header=start_index)
+                reader = opened[0].result() if opened else None
             sc, _ = source_colour(media)
             st = colour.analyse_clip(
                 str(src),

@@ -213,8 +213,9 @@ def analyse_frames(
 ) -> ClipStats:
     """Stats from sampled RGB frames (small, float 0..1, HxWx3), full-size luma samples and
     the mean luma of every frame (before the first cut). The colour statistics are taken in a
-    second thread beside the rest (numpy leaves the GIL): on more than one core the clip's
-    plan is ready sooner, and the job's first chunk starts sooner."""
+    second thread beside the rest (numpy leaves the GIL): 0.23-0.35 s against 0.34-0.42 s
+    for 12 samples of 320x180 on two cores here."""
+    _colour()  # imported first (it may still be loading in the background): scipy with it
     stack = np.stack(frames)
 
     def colour_stats() -> tuple[list[float], list[list[float]], float]:

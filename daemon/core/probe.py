@@ -7,27 +7,43 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from daemon.core.tools import find_tool, media_arg, run_capture, tail
-from vs_scripts.plan.media import MediaInfo, ProbeError, parse_ffprobe, unreadable_reason
+from vs_scripts.plan.media import (
+    MediaInfo,
+    ProbeError,
+    check_header,
+    parse_ffprobe,
+    unreadable_reason,
+)
 
 HEAD_BYTES = 64 * 1024
 """How much of an unreadable file is read to tell what it is."""
 
 
-#: the clips probed last: a job probes its clip in its batch's assessment, for its audio and
-#: for its script, and a clip that has not changed (same file, size and time) reads the same
+#: the clips probed last: a job's clip is probed by its batch's assessment, for its audio and
+#: for its script; a clip unchanged since (the same file, size and times) is not read again,
+#: and a probe of a clip already being probed waits for that one
 _KNOWN: OrderedDict[tuple[object, ...], MediaInfo] = OrderedDict()
+_PENDING: dict[tuple[object, ...], Future[MediaInfo]] = {}
 _KNOWN_MAX = 64
 _KNOWN_LOCK = threading.Lock()
 
 
-def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
+def probe(
+    path: str | os.PathLike[str],
+    *,
+    exact: bool = True,
+    on_header: Callable[[], None] | None = None,
+) -> MediaInfo:
     """Probe a clip. ``exact`` also reads every video packet's timestamp (no decoding) for an
-    exact frame count and VFR detection. A clip probed before and unchanged since (the same
-    file, size and modification time) is not read again."""
+    exact frame count and VFR detection. ``on_header`` is called once the streams have
+    passed the checks that need no packets (:func:`check_header`), while the packets are
+    still read: a caller may start decoding the clip then. A clip probed before and unchanged
+    since is not read again (nor is ``on_header`` called)."""
     p = Path(path)
     if not p.exists():
         raise ProbeError(f"{p}: no such file.")
@@ -36,40 +52,60 @@ def probe(path: str | os.PathLike[str], *, exact: bool = True) -> MediaInfo:
     st = p.stat()
     if st.st_size == 0:
         raise ProbeError(f"{p}: the file is empty (0 bytes); was the copy interrupted?")
-    key = (str(p.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, exact)
+    key = (str(p.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    key += (exact,)
     with _KNOWN_LOCK:
         known = _KNOWN.get(key)
         if known is not None:
             _KNOWN.move_to_end(key)
+        pending = _PENDING.get(key) if known is None else None
+        first = known is None and pending is None
+        if first:
+            pending = _PENDING[key] = Future()
+    if known is None and not first:
+        assert pending is not None
+        known = pending.result()  # the same clip, probed by another thread right now
     if known is not None:
         return known if known.path == str(p) else dataclasses.replace(known, path=str(p))
-    media = _probe(p, exact)
+    assert pending is not None
+    try:
+        media = _probe(p, exact, on_header)
+    except BaseException as exc:
+        with _KNOWN_LOCK:
+            del _PENDING[key]
+        pending.set_exception(exc)
+        raise
     with _KNOWN_LOCK:
+        del _PENDING[key]
         _KNOWN[key] = media
         while len(_KNOWN) > _KNOWN_MAX:
             _KNOWN.popitem(last=False)
+    pending.set_result(media)
     return media
 
 
-def _probe(p: Path, exact: bool) -> MediaInfo:
+def _probe(p: Path, exact: bool, on_header: Callable[[], None] | None) -> MediaInfo:
     ffprobe = find_tool("ffprobe")
     arg = media_arg(p)
     with ThreadPoolExecutor(1, thread_name_prefix="probe") as side:
-        # the packets' times are read at once beside the streams (two quick processes,
-        # wasted only on a file that is not a clip)
+        # the packets' times are read at once beside the streams (two quick processes; on a
+        # file that is not a clip both fail at once)
         packets = side.submit(_packet_times, ffprobe, arg) if exact else None
         res = run_capture(
             [ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", arg],
             timeout=120,
         )
-    if res.returncode != 0:
-        errors = tail(res.stderr, 5).replace(arg + ": ", "")
-        raise ProbeError(f"{p}: {unreadable_reason(_head(p), errors)}")
-    try:
-        data = json.loads(res.stdout or "{}")
-    except json.JSONDecodeError as exc:
-        raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
-    pts, errors = packets.result() if packets is not None else (None, "")
+        if res.returncode != 0:
+            errors = tail(res.stderr, 5).replace(arg + ": ", "")
+            raise ProbeError(f"{p}: {unreadable_reason(_head(p), errors)}")
+        try:
+            data = json.loads(res.stdout or "{}")
+        except json.JSONDecodeError as exc:
+            raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
+        if on_header is not None:
+            check_header(data, path=str(p))
+            on_header()
+        pts, errors = packets.result() if packets is not None else (None, "")
     return parse_ffprobe(data, path=str(p), packet_pts=pts, read_errors=errors)
 
 

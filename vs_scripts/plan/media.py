@@ -371,6 +371,42 @@ def _check_ends_early(
         )
 
 
+def check_header(data: Mapping[str, object], *, path: str) -> None:
+    """What the streams alone refuse, before any packet is read: no video stream, no frame
+    size or an oversized one, interlacing. Raises :class:`ProbeError` with the message
+    :func:`parse_ffprobe` gives for it; a clip that passes may be decoded (still images and
+    the rest are left to :func:`parse_ffprobe`)."""
+    streams = [s for s in data.get("streams", ()) or () if isinstance(s, Mapping)]  # type: ignore[union-attr]
+    fmt = data.get("format") or {}
+    video = next(
+        (s for s in streams if s.get("codec_type") == "video" and not _attached_pic(s)), None
+    )
+    if video is None:
+        raise _no_video(path, streams)
+    fmt_name = str(fmt.get("format_name", "")) if isinstance(fmt, Mapping) else ""
+    if _image_kind(fmt_name, str(video.get("codec_name", "unknown"))) is None:
+        _check_frames(video, path)  # an image's own message comes first in parse_ffprobe
+
+
+def _check_frames(video: Mapping[str, object], path: str) -> None:
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)  # type: ignore[call-overload]
+    if width <= 0 or height <= 0:
+        raise ProbeError(f"{path}: the video stream has no frame size; the file may be damaged.")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ProbeError(
+            f"{path}: claims a {width}x{height} frame, larger than finishline can process "
+            f"({MAX_SIDE} pixels a side at most); export it smaller, or if it is not that big, "
+            "the file is damaged: copy it again."
+        )
+    field = _INTERLACED.get(str(video.get("field_order", "")))
+    if field is not None:
+        raise ProbeError(
+            f"{path}: the video is interlaced ({field} field first) and finishline does not "
+            f"deinterlace; deinterlace it first, e.g. `{deinterlace_hint(path)}`, and drop "
+            "the result."
+        )
+
+
 def parse_ffprobe(
     data: Mapping[str, object],
     *,
@@ -409,21 +445,7 @@ def parse_ffprobe(
             f"{path}: is {article} {image} image, not a video clip; export it as a video "
             "(e.g. MP4) and drop it again."
         )
-    if width <= 0 or height <= 0:
-        raise ProbeError(f"{path}: the video stream has no frame size; the file may be damaged.")
-    if width > MAX_SIDE or height > MAX_SIDE:
-        raise ProbeError(
-            f"{path}: claims a {width}x{height} frame, larger than finishline can process "
-            f"({MAX_SIDE} pixels a side at most); export it smaller, or if it is not that big, "
-            "the file is damaged: copy it again."
-        )
-    field = _INTERLACED.get(str(video.get("field_order", "")))
-    if field is not None:
-        raise ProbeError(
-            f"{path}: the video is interlaced ({field} field first) and finishline does not "
-            f"deinterlace; deinterlace it first, e.g. `{deinterlace_hint(path)}`, and drop "
-            "the result."
-        )
+    _check_frames(video, path)
 
     duration = _float(video.get("duration")) or _float(fmt.get("duration")) or 0.0
     start = _float(video.get("start_time")) or 0.0
