@@ -24,11 +24,20 @@ HEAD_BYTES = 64 * 1024
 """How much of an unreadable file is read to tell what it is."""
 
 
+@dataclasses.dataclass
+class _Flight:
+    """A probe in progress, for another thread asking for the same clip meanwhile."""
+
+    result: Future[MediaInfo] = dataclasses.field(default_factory=Future)
+    header: threading.Event = dataclasses.field(default_factory=threading.Event)  # passed
+    over: threading.Event = dataclasses.field(default_factory=threading.Event)  # or ended
+
+
 #: the clips probed last: a job's clip is probed by its batch's assessment, for its audio and
 #: for its script; a clip unchanged since (the same file, size and times) is not read again,
 #: and a probe of a clip already being probed waits for that one
 _KNOWN: OrderedDict[tuple[object, ...], MediaInfo] = OrderedDict()
-_PENDING: dict[tuple[object, ...], Future[MediaInfo]] = {}
+_FLIGHTS: dict[tuple[object, ...], _Flight] = {}
 _KNOWN_MAX = 64
 _KNOWN_LOCK = threading.Lock()
 
@@ -43,7 +52,8 @@ def probe(
     exact frame count and VFR detection. ``on_header`` is called once the streams have
     passed the checks that need no packets (:func:`check_header`), while the packets are
     still read: a caller may start decoding the clip then. A clip probed before and unchanged
-    since is not read again (nor is ``on_header`` called)."""
+    since is not read again (nor is ``on_header`` called); one being probed by another
+    thread is waited for (``on_header`` called when its streams pass)."""
     p = Path(path)
     if not p.exists():
         raise ProbeError(f"{p}: no such file.")
@@ -58,33 +68,45 @@ def probe(
         known = _KNOWN.get(key)
         if known is not None:
             _KNOWN.move_to_end(key)
-        pending = _PENDING.get(key) if known is None else None
-        first = known is None and pending is None
+        flight = _FLIGHTS.get(key) if known is None else None
+        first = known is None and flight is None
         if first:
-            pending = _PENDING[key] = Future()
-    if known is None and not first:
-        assert pending is not None
-        known = pending.result()  # the same clip, probed by another thread right now
+            flight = _FLIGHTS[key] = _Flight()
+    assert known is not None or flight is not None
+    if known is None and not first:  # the same clip, probed by another thread right now
+        if on_header is not None:
+            flight.over.wait()
+            if flight.header.is_set():
+                on_header()
+        known = flight.result.result()
     if known is not None:
         return known if known.path == str(p) else dataclasses.replace(known, path=str(p))
-    assert pending is not None
+
+    def passed() -> None:
+        flight.header.set()
+        flight.over.set()
+        if on_header is not None:
+            on_header()
+
     try:
-        media = _probe(p, exact, on_header)
+        media = _probe(p, exact, passed)
     except BaseException as exc:
         with _KNOWN_LOCK:
-            del _PENDING[key]
-        pending.set_exception(exc)
+            del _FLIGHTS[key]
+        flight.result.set_exception(exc)
         raise
+    finally:
+        flight.over.set()
     with _KNOWN_LOCK:
-        del _PENDING[key]
+        del _FLIGHTS[key]
         _KNOWN[key] = media
         while len(_KNOWN) > _KNOWN_MAX:
             _KNOWN.popitem(last=False)
-    pending.set_result(media)
+    flight.result.set_result(media)
     return media
 
 
-def _probe(p: Path, exact: bool, on_header: Callable[[], None] | None) -> MediaInfo:
+def _probe(p: Path, exact: bool, on_header: Callable[[], None]) -> MediaInfo:
     ffprobe = find_tool("ffprobe")
     arg = media_arg(p)
     with ThreadPoolExecutor(1, thread_name_prefix="probe") as side:
@@ -102,9 +124,8 @@ def _probe(p: Path, exact: bool, on_header: Callable[[], None] | None) -> MediaI
             data = json.loads(res.stdout or "{}")
         except json.JSONDecodeError as exc:
             raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
-        if on_header is not None:
-            check_header(data, path=str(p))
-            on_header()
+        check_header(data, path=str(p))
+        on_header()
         pts, errors = packets.result() if packets is not None else (None, "")
     return parse_ffprobe(data, path=str(p), packet_pts=pts, read_errors=errors)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,44 @@ def test_two_threads_probing_one_clip_read_it_once(
         th.join(timeout=60)
     assert len(results) == 3 and all(r == results[0] for r in results)
     assert reads == [clip]
+
+
+def test_a_probe_waiting_for_another_hears_of_the_header_before_the_packets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the assessment waits for the audio's probe of the same clip and still starts its
+    # index when the streams pass, not after the packets
+    clip = make_clip(tmp_path / "e2.mp4", seconds=1.0)
+    real, passed, release = probe_module._probe, threading.Event(), threading.Event()
+
+    def held(p: Path, exact: bool, on_header: Callable[[], None]) -> MediaInfo:
+        def then_hold() -> None:
+            on_header()
+            passed.set()
+            assert release.wait(60)
+
+        return real(p, exact, then_hold)
+
+    monkeypatch.setattr(probe_module, "_probe", held)
+    first = threading.Thread(target=probe, args=(clip,))
+    first.start()
+    try:
+        assert passed.wait(60)  # the first reader's streams passed; its packets are held
+        seen: list[object] = []
+        waiter = threading.Thread(
+            target=lambda: seen.append(probe(clip, on_header=lambda: seen.append("header")))
+        )
+        waiter.start()
+        for _ in range(600):  # called while the first reader is still held
+            if seen:
+                break
+            time.sleep(0.05)
+        assert seen == ["header"]
+    finally:
+        release.set()
+        first.join(60)
+    waiter.join(60)
+    assert seen[0] == "header" and isinstance(seen[1], MediaInfo)
 
 
 def test_on_header_is_called_for_a_clip_before_its_packets_are_read(tmp_path: Path) -> None:
