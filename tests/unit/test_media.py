@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from vs_scripts.plan.media import ProbeError, is_vfr, parse_ffprobe
+from vs_scripts.plan.media import ProbeError, check_header, is_vfr, parse_ffprobe
 
 
 def ffprobe_json(**video: object) -> dict:
@@ -130,3 +130,40 @@ def test_truncated_file_header_lists_more_frames_than_present() -> None:
         parse_ffprobe(
             ffprobe_json(nb_frames="48"), path="t.mp4", packet_pts=[i / 24 for i in range(30)]
         )
+
+
+def _refusal(data: dict, path: str) -> str:
+    with pytest.raises(ProbeError) as info:
+        parse_ffprobe(data, path=path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "video",
+    [
+        {"field_order": "tt"},  # interlaced
+        {"width": 20000},  # oversized
+        {"width": 0},  # no frame size
+    ],
+)
+def test_check_header_refuses_what_parse_ffprobe_does_in_its_words(video: dict) -> None:
+    data = ffprobe_json(**video)
+    with pytest.raises(ProbeError) as info:
+        check_header(data, path="clip.mp4")
+    assert str(info.value) == _refusal(data, "clip.mp4")
+
+
+def test_check_header_refuses_a_file_without_video() -> None:
+    data = ffprobe_json()
+    data["streams"] = data["streams"][1:]
+    with pytest.raises(ProbeError) as info:
+        check_header(data, path="song.m4a")
+    assert str(info.value) == _refusal(data, "song.m4a")
+
+
+def test_check_header_passes_a_clip_and_leaves_images_to_parse_ffprobe() -> None:
+    check_header(ffprobe_json(), path="clip.mp4")  # a clip: decoding may start
+    png = ffprobe_json(codec_name="png", width=0)  # an image: its own message, later
+    png["format"]["format_name"] = "png_pipe"
+    check_header(png, path="still.png")
+    assert "image" in _refusal(png, "still.png")
