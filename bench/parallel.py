@@ -13,7 +13,8 @@ B against C (splitting must cost nothing: >= 0.95x), D against A (chunking <= 5 
 With ``--rounds R`` the four run R times, interleaved, and the ratios use each one's best
 time. ``--ceiling`` adds E, two A runs at once, one per core: 2A/E is what two cores give
 this work on this machine at all (shared caches, memory, a virtual machine's neighbours),
-the ceiling for B/A. Quote ratios from one run of the bench: this machine is noisy.
+the ceiling for B/A; B/A over 2A/E is how much of it one clip split over two workers
+gets. Quote ratios from one run of the bench: this machine is noisy.
 
 ``taskset`` alone does not hold x265 to its cores: libx265 moves its pool threads onto every
 core of their NUMA node (libnuma), so a "1 core" run borrows the other core for part of its
@@ -164,9 +165,12 @@ def main() -> None:
         a, b, c, d = (min(times[k]) for k in configs)
         if args.rounds > 1:
             print("best of each: " + ", ".join(f"{k} {min(v):.1f} s" for k, v in times.items()))
-        if args.ceiling:
-            print(f"the machine's ceiling, 2A/E: {2 * a / min(times['E']):.2f}x")
+        ceiling = 2 * a / min(times["E"]) if args.ceiling else None
+        if ceiling is not None:
+            print(f"the machine's ceiling, 2A/E: {ceiling:.2f}x")
         print(f"scaling B/A: {a / b:.2f}x (target >= 1.8)")
+        if ceiling is not None:  # what B leaves on the table: serial steps, idle cores, chunks
+            print(f"B/A against the ceiling: {100 * a / b / ceiling:.0f} %")
         print(f"splitting, B against C: {c / b:.2f}x (target >= 0.95)")
         print(f"chunking, A against D: {100 * (a / d - 1):+.1f} % (target <= +5 %)")
         done = True

@@ -2,7 +2,11 @@
 # Run finishline over the shared bench corpus (../shared/bench) and score it beside the ffmpeg
 # baselines. By hand, not in CI: ~6 min for the corpus and baselines, then the pipeline.
 #   bench/run.sh [PRESET]      (default bench/preset-720p.toml; e.g. presets/youtube-1080p.toml)
-# Env: BENCH_WORK (default bench/_work), SHARED_BENCH (default ../shared/bench).
+# Env: BENCH_WORK (default bench/_work), SHARED_BENCH (default ../shared/bench), BENCH_ARGS
+# (more `finishline process` options, e.g. "--workers 2 --chunk-seconds 1" to cut the 2.5 s
+# clips into chunks) and BENCH_TAG (a suffix for the run's folder, to keep runs side by side).
+# Each run writes frames.md5 (every output frame's checksum): two runs of one preset with the
+# same threads per worker (FFV1 is lossless) show the same picture when `diff` finds nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -16,7 +20,7 @@ if [[ ! -f $BENCH_WORK/runs/summary.md ]]; then
   "$SHARED/run_all.sh"             # corpus + baselines + their scores
 fi
 CORPUS=$BENCH_WORK/corpus
-NAME=finishline-$(basename "$PRESET" .toml)
+NAME=finishline-$(basename "$PRESET" .toml)${BENCH_TAG:+-$BENCH_TAG}
 OUT=$BENCH_WORK/runs/$NAME
 rm -rf "$OUT"; mkdir -p "$OUT"
 start=$(date +%s.%N)
@@ -30,12 +34,17 @@ for g in m["groups"]:   # the first name is the reference look the user picked
 ' "$CORPUS/manifest.json" | while read -r ref group; do
   files=()
   for f in $group; do files+=("$CORPUS/degraded/$f"); done
-  "$FL" process "${files[@]}" --preset "$PRESET" -o "$OUT" --work "$OUT/jobs" -q --reference "$ref"
+  # shellcheck disable=SC2086
+  "$FL" process "${files[@]}" --preset "$PRESET" -o "$OUT" --work "$OUT/jobs" -q --reference "$ref" \
+    ${BENCH_ARGS:-}
 done
 for f in "$OUT"/*.mov; do   # score.py wants OUT_DIR/clipNN.EXT
   base=$(basename "$f"); mv "$f" "$OUT/${base%%.*}.mov"
 done
 end=$(date +%s.%N)
+for f in "$OUT"/clip*.mov; do
+  echo "$(basename "$f") $(ffmpeg -v error -i "$f" -map 0:v -f md5 -)"
+done > "$OUT/frames.md5"
 "$ROOT/.venv/bin/python" - "$OUT" "$start" "$end" <<'PY'
 import json, pathlib, subprocess, sys
 out, start, end = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
