@@ -44,6 +44,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         ),
         ("rotation", f"{info.rotation}°"),
     ]
+    if info.keyframes:  # where a chunk can start without decoding the GOP before it
+        gop = info.duration / len(info.keyframes)
+        lines.append(("keyframes", f"{len(info.keyframes)} (one every {gop:.2f}s on average)"))
     for a in info.audio:
         lines.append(("audio", f"#{a.index} {a.codec} {a.sample_rate} Hz {a.channels} ch"))
     if not info.audio:

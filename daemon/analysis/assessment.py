@@ -22,6 +22,7 @@ from daemon.core.files import short_name
 from daemon.core.probe import probe
 from daemon.core.tools import usable_cores
 from vs_scripts.plan.errors import AppError
+from vs_scripts.plan.media import MediaInfo
 from vs_scripts.plan.preset import Preset
 from vs_scripts.plan.render import crop_axis, crop_focus, source_colour, tune
 
@@ -138,6 +139,7 @@ def _analyse(
                 index=index,
                 cores=cores,
                 reader=reader,
+                keyframes=keyframe_numbers(media),
             )
         except Exception as exc:  # a bad clip fails in its own job, not the whole batch
             log.info("%s: left out of the batch assessment (%s)", src.name, exc)
@@ -150,6 +152,13 @@ def _analyse(
     stats = {key: r[0] for key, r in results.items() if r is not None}
     medias = {key: r[1] for key, r in results.items() if r is not None}
     return stats, medias
+
+
+def keyframe_numbers(media: MediaInfo) -> list[int]:
+    """The frame numbers of the clip's keyframes, as its probe read them (none if it did not):
+    from their times at the clip's rate, which for a VFR clip is near enough for a hint."""
+    fps = float(media.fps)
+    return [round((t - media.start_time) * fps) for t in media.keyframes or ()]
 
 
 def _reference(stats: dict[str, colour.ClipStats], reference: str | None) -> tuple[str, str]:

@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -263,6 +264,7 @@ def analyse_clip(
     index: str = "",
     cores: int = 1,
     reader=None,  # type: ignore[no-untyped-def]
+    keyframes: Sequence[int] = (),
 ) -> ClipStats:
     """Decode sampled frames with VapourSynth (in-process) and measure them. With ``index``
     (a path without extension) BestSource's index is written there for the job's script to
@@ -270,7 +272,8 @@ def analyse_clip(
     this clip may use, as decoder threads; with more than one the measuring pass after the
     index is split into parts (:func:`pass_parts`), each decoded by its own reader of the
     index at once: the same numbers, sooner. ``reader``: what :func:`open_source` returned
-    for the same ``path``, ``index`` and ``cores`` (opened while the clip was probed)."""
+    for the same ``path``, ``index`` and ``cores`` (opened while the clip was probed).
+    ``keyframes``: the clip's keyframes (frame numbers), where the parts may start."""
     import vapoursynth as vs
 
     core = vs.core
@@ -283,7 +286,7 @@ def analyse_clip(
     props = {"_Matrix": matrix, "_Transfer": transfer, "_Primaries": primaries}
     props |= range_props(color_range)
     n = first.num_frames
-    parts = pass_parts(n, cores) if index else [(0, n)]
+    parts = pass_parts(n, cores, keyframes=keyframes) if index else [(0, n)]
     per = max(1, cores // len(parts))
     # split: each part its own reader of the index, the cores shared out between them
     readers = [first] if len(parts) == 1 else [
@@ -386,11 +389,27 @@ class _Walk:
 PASS_PART_FRAMES = 240
 
 
-def pass_parts(frames: int, cores: int, *, least: int | None = None) -> list[tuple[int, int]]:
+#: source frames after a keyframe where a part may start: BestSource's seek preroll (20) and
+#: the noise probe's reach back (2), so its reader first decodes that keyframe's GOP
+PART_SEEK_MARGIN = 24
+
+
+def pass_parts(
+    frames: int, cores: int, *, least: int | None = None, keyframes: Sequence[int] = ()
+) -> list[tuple[int, int]]:
     """Half-open frame ranges, in order, splitting a clip's measuring pass over ``cores``:
-    as many parts as cores, but none shorter than ``least`` frames (:data:`PASS_PART_FRAMES`)."""
+    as many parts as cores, but none shorter than ``least`` frames (:data:`PASS_PART_FRAMES`).
+    ``keyframes`` (source frames): a part's start moves, by up to a quarter of a part, to
+    :data:`PART_SEEK_MARGIN` frames after the nearest one, so its reader does not first
+    decode most of a GOP that the part before it decodes too."""
     k = max(1, min(cores, frames // max(1, least or PASS_PART_FRAMES)))
-    return [(frames * j // k, frames * (j + 1) // k) for j in range(k)]
+    edges = [frames * j // k for j in range(k + 1)]
+    entries = sorted({e for f in keyframes if 0 < (e := f + PART_SEEK_MARGIN) < frames})
+    for j in range(1, k):
+        near = min(entries, key=lambda e: abs(e - edges[j]), default=None)
+        if near is not None and abs(near - edges[j]) <= frames // k // 4:
+            edges[j] = near  # a quarter of a part each way: the edges stay in order
+    return list(itertools.pairwise(edges))
 
 
 def _sample_indices(usable: int, samples: int) -> list[int]:

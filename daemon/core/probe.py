@@ -126,8 +126,8 @@ def _probe(p: Path, exact: bool, on_header: Callable[[], None]) -> MediaInfo:
             raise ProbeError(f"{p}: ffprobe gave unreadable output ({exc}).") from None
         check_header(data, path=str(p))
         on_header()
-        pts, errors = packets.result() if packets is not None else (None, "")
-    return parse_ffprobe(data, path=str(p), packet_pts=pts, read_errors=errors)
+        pts, keys, errors = packets.result() if packets is not None else (None, None, "")
+    return parse_ffprobe(data, path=str(p), packet_pts=pts, packet_keys=keys, read_errors=errors)
 
 
 def _head(p: Path) -> bytes:
@@ -138,8 +138,9 @@ def _head(p: Path) -> bytes:
         return b""
 
 
-def _packet_times(ffprobe: str, arg: str) -> tuple[list[float] | None, str]:
-    """The video packets' presentation times, and what ffprobe said while reading them."""
+def _packet_times(ffprobe: str, arg: str) -> tuple[list[float] | None, list[float] | None, str]:
+    """The video packets' presentation times, the keyframes' among them (where the clip can
+    be entered without decoding what comes before), and what ffprobe said while reading them."""
     res = run_capture(
         [
             ffprobe,
@@ -148,7 +149,7 @@ def _packet_times(ffprobe: str, arg: str) -> tuple[list[float] | None, str]:
             "-select_streams",
             "v:0",
             "-show_entries",
-            "packet=pts_time",
+            "packet=pts_time,flags",
             "-of",
             "csv=p=0",
             arg,
@@ -156,12 +157,15 @@ def _packet_times(ffprobe: str, arg: str) -> tuple[list[float] | None, str]:
         timeout=300,
     )
     if res.returncode != 0:
-        return None, res.stderr
-    out = []
+        return None, None, res.stderr
+    out, keys = [], []
     for line in res.stdout.splitlines():
-        line = line.strip().rstrip(",")
+        pts, _, flags = line.strip().partition(",")
         try:
-            out.append(float(line))
+            t = float(pts)
         except ValueError:
             continue
-    return out or None, res.stderr
+        out.append(t)
+        if flags.startswith("K"):
+            keys.append(t)
+    return out or None, keys if out else None, res.stderr

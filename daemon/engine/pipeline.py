@@ -585,7 +585,10 @@ class Pipeline(Children):
         # a chunk starting a few source frames after a keyframe reads its context (the frames
         # before its first one that the temporal stages look at) without decoding a whole GOP
         margin = SEEK_MARGIN / float(job.media.fps or 24)
-        keys = [t - job.media.start_time + margin for t in source_keyframes(job.src)]
+        # the probe read them with the packets; a probe without packets did not
+        known = job.media.keyframes
+        found_keys = known if known is not None else source_keyframes(job.src)
+        keys = [t - job.media.start_time + margin for t in found_keys]
         return plan_chunks(
             total,
             max_len=max_len,

@@ -363,6 +363,14 @@ def test_a_split_measuring_pass_measures_the_same(
     assert colour.pass_parts(72, 3) == [(0, 24), (24, 48), (48, 72)]
     split = colour.analyse_clip(str(src), index=str(tmp_path / "split"), cores=3, **kw)
     assert split.to_json() == one.to_json()
+    # the parts started just after the keyframes (-g 20) instead: the same numbers again
+    monkeypatch.setattr(colour, "PART_SEEK_MARGIN", 2)
+    keys = [0, 20, 40, 60]
+    assert colour.pass_parts(72, 3, keyframes=keys) == [(0, 22), (22, 42), (42, 72)]
+    at_keys = colour.analyse_clip(
+        str(src), index=str(tmp_path / "keys"), cores=3, keyframes=keys, **kw
+    )
+    assert at_keys.to_json() == one.to_json()
     assert (one.cut_at, one.cuts) == ((36, [1.5]) if cut else (None, []))
     assert one.temporal_noise > 0
 
@@ -373,3 +381,17 @@ def test_a_pass_is_split_only_into_parts_worth_a_reader() -> None:
     assert colour.pass_parts(479, 8) == [(0, 479)]  # under 20 s at 24 fps: one reader
     assert colour.pass_parts(1440, 1) == [(0, 1440)]
     assert colour.pass_parts(0, 4) == [(0, 0)]
+
+
+def test_a_pass_part_starts_after_a_keyframe_near_its_even_start() -> None:
+    m = colour.PART_SEEK_MARGIN
+    # a keyframe within a quarter part of the middle: the second reader starts m frames on
+    assert colour.pass_parts(1440, 2, keyframes=[0, 685]) == [(0, 685 + m), (685 + m, 1440)]
+    # one too far away, or only the first: the even split
+    assert colour.pass_parts(1440, 2, keyframes=[0, 100]) == [(0, 720), (720, 1440)]
+    assert colour.pass_parts(1440, 2, keyframes=[0]) == [(0, 720), (720, 1440)]
+    # a GOP of 250: each edge to its nearest entry, in order
+    three = colour.pass_parts(1440, 3, keyframes=range(0, 1440, 250))
+    assert three == [(0, 500 + m), (500 + m, 1000 + m), (1000 + m, 1440)]
+    # every frame a keyframe (intra-only): nothing to gain, the even split stays near
+    assert colour.pass_parts(1440, 2, keyframes=range(1440)) == [(0, 720), (720, 1440)]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from daemon.analysis.assessment import keyframe_numbers
 from daemon.core import probe as probe_module
 from daemon.core.errors import AppError
 from daemon.core.probe import probe
+from daemon.engine.chunks import source_keyframes
 from daemon.engine.measure import measure
 from tests.conftest import ffmpeg, make_clip
 from vs_scripts.plan.media import MediaInfo, ProbeError
@@ -163,6 +165,17 @@ def test_on_header_is_not_called_for_a_clip_its_streams_refuse(tmp_path: Path) -
     with pytest.raises(ProbeError, match="interlaced"):
         probe(clip, on_header=lambda: calls.append("header"))
     assert calls == []
+
+
+def test_the_probe_reads_the_keyframes_the_chunk_planner_read_itself(tmp_path: Path) -> None:
+    # a keyframe each second: the probe's packet pass finds them, so the chunk planner and the
+    # assessment's split pass read them from the probe instead of reading the packets again
+    clip = make_clip(tmp_path / "k.mp4", seconds=3.0, extra=("-g", "12", "-sc_threshold", "0"))
+    media = probe(clip)
+    assert media.keyframes == (0.0, 1.0, 2.0)
+    assert list(media.keyframes) == source_keyframes(clip)
+    assert keyframe_numbers(media) == [0, 12, 24]
+    assert probe(clip, exact=False).keyframes is None  # no packets read, none known
 
 
 def test_measure_meters_loudness(tmp_path: Path) -> None:

@@ -227,8 +227,11 @@ def test_probe_cli(clip_factory) -> None:
         12,
     )
     assert info["audio"][0]["sample_rate"] == 44100 and not info["vfr"]
+    assert info["keyframes"] and info["keyframes"][0] == 0.0
     human = finishline("probe", str(src)).stdout
     assert "160x90" in human and "CFR" in human
+    n = len(info["keyframes"])
+    assert f"keyframes: {n} (one every {1.0 / n:.2f}s on average)" in human
 
 
 def test_probe_detects_vfr(vfr_clip: Path) -> None:

@@ -80,6 +80,17 @@ def test_vfr_and_count_from_packet_times() -> None:
     assert info.frame_count == 36
 
 
+def test_keyframes_come_with_the_packet_times() -> None:
+    pts = [i / 24 for i in range(48)]
+    keys = [1.0, 0.0]  # in packet order, which need not be presentation order
+    info = parse_ffprobe(ffprobe_json(), path="k.mp4", packet_pts=pts, packet_keys=keys)
+    assert info.keyframes == (0.0, 1.0)
+    assert info.to_json()["keyframes"] == (0.0, 1.0)  # in probe.json beside the rest
+    # a probe that read no packets knows none (the chunk planner then reads them itself)
+    assert parse_ffprobe(ffprobe_json(), path="k.mp4").keyframes is None
+    assert parse_ffprobe(ffprobe_json(), path="k.mp4", packet_pts=pts).keyframes is None
+
+
 def test_is_vfr_tolerates_timestamp_rounding() -> None:
     pts = [round(i * 1001 / 30000, 3) for i in range(60)]  # ms-rounded 29.97
     assert not is_vfr(pts)

@@ -52,6 +52,9 @@ class MediaInfo:
     start_time: float
     audio: tuple[AudioStream, ...]
     bitrate: int | None = None
+    keyframes: tuple[float, ...] | None = None
+    """Presentation times (s, sorted) of the video keyframes, read with the packets by an
+    exact probe; None where the packets were not read."""
 
     @property
     def has_audio(self) -> bool:
@@ -412,13 +415,15 @@ def parse_ffprobe(
     *,
     path: str,
     packet_pts: Sequence[float] | None = None,
+    packet_keys: Sequence[float] | None = None,
     read_errors: str = "",
 ) -> MediaInfo:
     """Build :class:`MediaInfo` from ``ffprobe -show_format -show_streams -of json`` output.
 
     ``packet_pts`` (presentation times of the video packets) makes the frame count and the
-    VFR decision exact; without it they come from the stream header. ``read_errors`` is what
-    ffprobe said while reading those packets (a file that ends early says so there).
+    VFR decision exact; without it they come from the stream header. ``packet_keys``: the
+    keyframes' times among them (kept as :attr:`MediaInfo.keyframes`). ``read_errors`` is
+    what ffprobe said while reading those packets (a file that ends early says so there).
     """
     streams = [s for s in data.get("streams", ()) or () if isinstance(s, Mapping)]  # type: ignore[union-attr]
     fmt = data.get("format") or {}
@@ -516,4 +521,5 @@ def parse_ffprobe(
         start_time=start,
         audio=audio,
         bitrate=int(bitrate) if isinstance(bitrate, str) and bitrate.isdigit() else None,
+        keyframes=tuple(sorted(packet_keys)) if packet_pts and packet_keys is not None else None,
     )
