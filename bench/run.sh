@@ -5,8 +5,9 @@
 # Env: BENCH_WORK (default bench/_work), SHARED_BENCH (default ../shared/bench), BENCH_ARGS
 # (more `finishline process` options, e.g. "--workers 2 --chunk-seconds 1" to cut the 2.5 s
 # clips into chunks) and BENCH_TAG (a suffix for the run's folder, to keep runs side by side).
-# Each run writes frames.md5 (every output frame's checksum): two runs of one preset with the
-# same threads per worker (FFV1 is lossless) show the same picture when `diff` finds nothing.
+# Each run writes frames.md5 (per clip, the MD5 of all its decoded video frames): two runs of
+# one preset with the same threads per worker (FFV1 is lossless) show the same picture when
+# `diff` finds nothing.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -42,9 +43,12 @@ for f in "$OUT"/*.mov; do   # score.py wants OUT_DIR/clipNN.EXT
   base=$(basename "$f"); mv "$f" "$OUT/${base%%.*}.mov"
 done
 end=$(date +%s.%N)
+shopt -s nullglob
+: > "$OUT/frames.md5"
 for f in "$OUT"/clip*.mov; do
-  echo "$(basename "$f") $(ffmpeg -v error -i "$f" -map 0:v -f md5 -)"
-done > "$OUT/frames.md5"
+  sum=$(ffmpeg -nostdin -v error -i "$f" -map 0:v -f md5 -)   # a failure stops the run here
+  echo "$(basename "$f") $sum" >> "$OUT/frames.md5"
+done
 "$ROOT/.venv/bin/python" - "$OUT" "$start" "$end" <<'PY'
 import json, pathlib, subprocess, sys
 out, start, end = pathlib.Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])

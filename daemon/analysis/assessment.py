@@ -155,8 +155,11 @@ def _analyse(
 
 
 def keyframe_numbers(media: MediaInfo) -> list[int]:
-    """The frame numbers of the clip's keyframes, as its probe read them (none if it did not):
-    from their times at the clip's rate, which for a VFR clip is near enough for a hint."""
+    """The frame numbers of the clip's keyframes, from their times at the clip's rate, as its
+    probe read them; none if it did not, or if the clip is VFR (there a time does not give
+    the frame number closely enough to start a part just after the keyframe)."""
+    if media.vfr:
+        return []
     fps = float(media.fps)
     return [round((t - media.start_time) * fps) for t in media.keyframes or ()]
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import math
@@ -220,8 +221,8 @@ def analyse_frames(
     stack = np.stack(frames)
 
     def colour_stats() -> tuple[list[float], list[list[float]], float]:
-        # a frame at a time: the same values, 3x sooner than the whole stack at once (whose
-        # float64 intermediates, 16 MB each for 12 samples, do not stay in the cache)
+        # a sample at a time: the same values, converted 3x sooner than the whole stack at
+        # once (whose float64 intermediates, 16 MB each for 12 samples, fall out of the cache)
         lab = np.concatenate([rgb_to_lab(f.reshape(-1, 3)) for f in frames])
         pct = np.percentile(lab, PERCENTILES, axis=0).T  # 3 x len(PERCENTILES)
         ab_std = float(np.sqrt(lab[:, 1].var() + lab[:, 2].var()))
@@ -401,16 +402,24 @@ def pass_parts(
 ) -> list[tuple[int, int]]:
     """Half-open frame ranges, in order, splitting a clip's measuring pass over ``cores``:
     as many parts as cores, but none shorter than ``least`` frames (:data:`PASS_PART_FRAMES`).
-    ``keyframes`` (source frames): a part's start moves, by up to a quarter of a part, to
-    :data:`PART_SEEK_MARGIN` frames after the nearest one, so its reader does not first
-    decode most of a GOP that the part before it decodes too."""
-    k = max(1, min(cores, frames // max(1, least or PASS_PART_FRAMES)))
+    ``keyframes`` (source frames): a part's start moves, by up to a quarter of a part and
+    only where no part becomes shorter than ``least``, to :data:`PART_SEEK_MARGIN` frames
+    after the nearest one, so its reader does not first decode most of a GOP that the part
+    before it decodes too."""
+    least = max(1, least or PASS_PART_FRAMES)
+    k = max(1, min(cores, frames // least))
     edges = [frames * j // k for j in range(k + 1)]
     entries = sorted({e for f in keyframes if 0 < (e := f + PART_SEEK_MARGIN) < frames})
     for j in range(1, k):
-        near = min(entries, key=lambda e: abs(e - edges[j]), default=None)
-        if near is not None and abs(near - edges[j]) <= frames // k // 4:
-            edges[j] = near  # a quarter of a part each way: the edges stay in order
+        i = bisect.bisect_left(entries, edges[j])
+        for near in sorted(entries[max(0, i - 1) : i + 1], key=lambda e: abs(e - edges[j])):
+            if (
+                abs(near - edges[j]) <= frames // k // 4
+                and near - edges[j - 1] >= least
+                and edges[j + 1] - near >= least
+            ):
+                edges[j] = near  # a quarter of a part each way: the edges stay in order
+                break
     return list(itertools.pairwise(edges))
 
 

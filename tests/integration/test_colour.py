@@ -395,6 +395,8 @@ def test_a_pass_part_starts_after_a_keyframe_near_its_even_start() -> None:
     assert three == [(0, 500 + m), (500 + m, 1000 + m), (1000 + m, 1440)]
     # every frame a keyframe (intra-only): nothing to gain, the even split stays near
     assert colour.pass_parts(1440, 2, keyframes=range(1440)) == [(0, 720), (720, 1440)]
+    # never a part shorter than a reader is worth (PASS_PART_FRAMES): the even split stays
+    assert colour.pass_parts(480, 2, keyframes=[0, 180 - m]) == [(0, 240), (240, 480)]
 
 
 def test_lab_a_sample_at_a_time_is_lab_of_the_whole_stack() -> None:

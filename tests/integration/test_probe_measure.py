@@ -4,6 +4,7 @@ ffprobe and ffmpeg on tiny lavfi clips)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -176,6 +177,8 @@ def test_the_probe_reads_the_keyframes_the_chunk_planner_read_itself(tmp_path: P
     assert list(media.keyframes) == source_keyframes(clip)
     assert keyframe_numbers(media) == [0, 12, 24]
     assert probe(clip, exact=False).keyframes is None  # no packets read, none known
+    # a VFR clip's keyframe times do not give frame numbers closely: no hint
+    assert keyframe_numbers(dataclasses.replace(media, vfr=True)) == []
 
 
 def test_measure_meters_loudness(tmp_path: Path) -> None:

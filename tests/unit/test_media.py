@@ -89,6 +89,9 @@ def test_keyframes_come_with_the_packet_times() -> None:
     # a probe that read no packets knows none (the chunk planner then reads them itself)
     assert parse_ffprobe(ffprobe_json(), path="k.mp4").keyframes is None
     assert parse_ffprobe(ffprobe_json(), path="k.mp4", packet_pts=pts).keyframes is None
+    # intra-only (every frame a keyframe): none listed, a chunk may start anywhere
+    intra = parse_ffprobe(ffprobe_json(), path="k.mp4", packet_pts=pts, packet_keys=pts)
+    assert intra.keyframes == ()
 
 
 def test_is_vfr_tolerates_timestamp_rounding() -> None:

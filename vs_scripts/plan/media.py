@@ -54,7 +54,8 @@ class MediaInfo:
     bitrate: int | None = None
     keyframes: tuple[float, ...] | None = None
     """Presentation times (s, sorted) of the video keyframes, read with the packets by an
-    exact probe; None where the packets were not read."""
+    exact probe; () where every frame is one (intra-only: a chunk can start anywhere), None
+    where the packets were not read."""
 
     @property
     def has_audio(self) -> bool:
@@ -410,6 +411,16 @@ def _check_frames(video: Mapping[str, object], path: str) -> None:
         )
 
 
+def _keyframes(
+    packet_pts: Sequence[float] | None, packet_keys: Sequence[float] | None
+) -> tuple[float, ...] | None:
+    if not packet_pts or packet_keys is None:
+        return None
+    if len(packet_keys) >= len(packet_pts):
+        return ()  # intra-only: kept short (a long clip would list every frame)
+    return tuple(sorted(packet_keys))
+
+
 def parse_ffprobe(
     data: Mapping[str, object],
     *,
@@ -422,7 +433,7 @@ def parse_ffprobe(
 
     ``packet_pts`` (presentation times of the video packets) makes the frame count and the
     VFR decision exact; without it they come from the stream header. ``packet_keys``: the
-    keyframes' times among them (kept as :attr:`MediaInfo.keyframes`). ``read_errors`` is
+    keyframes' times among them (:attr:`MediaInfo.keyframes`). ``read_errors`` is
     what ffprobe said while reading those packets (a file that ends early says so there).
     """
     streams = [s for s in data.get("streams", ()) or () if isinstance(s, Mapping)]  # type: ignore[union-attr]
@@ -521,5 +532,5 @@ def parse_ffprobe(
         start_time=start,
         audio=audio,
         bitrate=int(bitrate) if isinstance(bitrate, str) and bitrate.isdigit() else None,
-        keyframes=tuple(sorted(packet_keys)) if packet_pts and packet_keys is not None else None,
+        keyframes=_keyframes(packet_pts, packet_keys),
     )
