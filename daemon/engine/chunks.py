@@ -329,17 +329,6 @@ def count_frames(path: Path) -> int:
         return -1
 
 
-def source_keyframes(src: Path) -> list[float]:
-    """The times (s) of the source's video keyframes, from its packets (no decoding)."""
-    out = []
-    for line in _video_packets(src, "packet=pts_time,flags").splitlines():
-        t, _, flags = line.partition(",")
-        with contextlib.suppress(ValueError):
-            if flags.startswith("K"):
-                out.append(float(t))
-    return sorted(out)
-
-
 def _video_packets(path: Path, entries: str, *options: str) -> str:
     """ffprobe's ``entries`` of the first video stream of ``path`` read from its packets (no
     decoding), as CSV lines without section names."""

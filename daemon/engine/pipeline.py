@@ -48,7 +48,6 @@ from daemon.engine.chunks import (
     PipeRunner,
     join_chunks,
     run_chunk,
-    source_keyframes,
 )
 from daemon.engine.measure import detail_focus, measure
 from daemon.engine.slots import Slot
@@ -585,10 +584,8 @@ class Pipeline(Children):
         # a chunk starting a few source frames after a keyframe reads its context (the frames
         # before its first one that the temporal stages look at) without decoding a whole GOP
         margin = SEEK_MARGIN / float(job.media.fps or 24)
-        # the probe read them with the packets; a probe without packets did not
-        known = job.media.keyframes
-        found_keys = known if known is not None else source_keyframes(job.src)
-        keys = [t - job.media.start_time + margin for t in found_keys]
+        # read by the probe with the packet times (none where it could not read them)
+        keys = [t - job.media.start_time + margin for t in job.media.keyframes or ()]
         return plan_chunks(
             total,
             max_len=max_len,

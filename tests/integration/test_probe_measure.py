@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from daemon.analysis.assessment import keyframe_numbers
 from daemon.core import probe as probe_module
 from daemon.core.errors import AppError
 from daemon.core.probe import probe
-from daemon.engine.chunks import source_keyframes
 from daemon.engine.measure import measure
 from tests.conftest import ffmpeg, make_clip
 from vs_scripts.plan.media import MediaInfo, ProbeError
@@ -168,13 +168,20 @@ def test_on_header_is_not_called_for_a_clip_its_streams_refuse(tmp_path: Path) -
     assert calls == []
 
 
-def test_the_probe_reads_the_keyframes_the_chunk_planner_read_itself(tmp_path: Path) -> None:
-    # a keyframe each second: the probe's packet pass finds them, so the chunk planner and the
-    # assessment's split pass read them from the probe instead of reading the packets again
+def test_the_probe_reads_the_keyframes_ffprobe_flags(tmp_path: Path) -> None:
+    # a keyframe each second: the probe's packet pass finds them, and the chunk planner and
+    # the assessment's split pass read them from the probe, not from the packets again
     clip = make_clip(tmp_path / "k.mp4", seconds=3.0, extra=("-g", "12", "-sc_threshold", "0"))
     media = probe(clip)
     assert media.keyframes == (0.0, 1.0, 2.0)
-    assert list(media.keyframes) == source_keyframes(clip)
+    flagged = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "packet=pts_time,flags", "-of", "csv=p=0", str(clip)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    # what ffprobe flags as keyframes, read on its own
+    keys = sorted(float(t) for t, _, f in (line.partition(",") for line in flagged) if f[:1] == "K")
+    assert list(media.keyframes) == keys
     assert keyframe_numbers(media) == [0, 12, 24]
     assert probe(clip, exact=False).keyframes is None  # no packets read, none known
     # a VFR clip's keyframe times do not give frame numbers closely: no hint
