@@ -497,7 +497,15 @@ def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         from vs_scripts.plan.errors import AppError
 
         raise AppError("--workers must be 1 or more.")
-    return plan_slots(workers=args.workers, gpus=count_gpus(), cores=usable_cores())
+    gpus = count_gpus()
+    slots = plan_slots(workers=args.workers, gpus=gpus, cores=usable_cores())
+    if len(slots) < args.workers:  # one worker per GPU: more would share (and overfill) one
+        print(
+            f"--workers {args.workers}: this machine has {gpus} GPU(s), one worker each; "
+            f"running {len(slots)} (the daemon's workers_per_gpu lets small models share one)",
+            file=sys.stderr,
+        )
+    return slots
 
 
 def _process_pool(args: argparse.Namespace, preset: str):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from daemon.core.tools import usable_cores
 
-__all__ = ["Slot", "count_gpus", "plan_slots", "usable_cores"]
+__all__ = ["Slot", "count_gpus", "plan_slots", "usable_cores", "visible_gpus"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -28,15 +28,23 @@ class Slot:
 
     @property
     def device(self) -> str:
-        return f"cuda:{self.gpu} ({self.threads} threads)" if self.gpu is not None else (
-            f"cpu ({self.threads} threads)"
-        )  # fmt: skip
+        """What ``queue list`` shows: the GPU as the machine numbers it (``nvidia-smi``), or
+        the CPU, and the thread budget."""
+        if self.gpu is None:
+            return f"cpu ({self.threads} threads)"
+        return f"cuda:{self.env()['CUDA_VISIBLE_DEVICES']} ({self.threads} threads)"
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The children's environment for this slot."""
         env = dict(os.environ if base is None else base)
-        # a CPU slot sees no GPU: it must not wander onto one another worker owns
-        env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu is None else str(self.gpu)
+        # a CPU slot sees no GPU: it must not wander onto one another worker owns. GPU i is
+        # the i-th the daemon itself may see: where it was started with CUDA_VISIBLE_DEVICES
+        # (GPUs left to other work), the slots stay within that list
+        seen = visible_gpus(env)
+        gpu = "" if self.gpu is None else str(self.gpu)
+        if self.gpu is not None and seen is not None and self.gpu < len(seen):
+            gpu = seen[self.gpu]
+        env["CUDA_VISIBLE_DEVICES"] = gpu
         env["FINISHLINE_THREADS"] = str(self.threads)
         for var in THREAD_VARIABLES:
             env[var] = str(self.threads)
@@ -70,8 +78,24 @@ def _share(cores: int, n: int) -> list[int]:
     return [max(1, base + (1 if i < extra else 0)) for i in range(n)]
 
 
+def visible_gpus(env: Mapping[str, str]) -> list[str] | None:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` in ``env`` lets a process see (indices, UUIDs or MIG
+    names, in CUDA's order), or ``None`` when it is not set (every GPU). As CUDA reads it, the
+    list ends at the first entry that is empty or negative (``-1``: none)."""
+    value = env.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    seen = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        seen.append(entry)
+    return seen
+
+
 def count_gpus() -> int:
-    """NVIDIA GPUs (NVML), 0 when there are none or no driver. ``FINISHLINE_GPUS=N`` pins the
+    """The NVIDIA GPUs this process may use: NVML's count, within ``CUDA_VISIBLE_DEVICES``
+    when that is set; 0 when there are none or no driver. ``FINISHLINE_GPUS=N`` pins the
     number (e.g. to leave GPUs to other work; slots are GPUs 0..N-1 of what the process may
     see)."""
     pinned = os.environ.get("FINISHLINE_GPUS", "")
@@ -82,8 +106,10 @@ def count_gpus() -> int:
 
         pynvml.nvmlInit()
         try:
-            return int(pynvml.nvmlDeviceGetCount())
+            found = int(pynvml.nvmlDeviceGetCount())
         finally:
             pynvml.nvmlShutdown()
     except Exception:
         return 0
+    seen = visible_gpus(os.environ)
+    return found if seen is None else min(found, len(seen))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.engine.chunks import mov_video_samples
-from daemon.engine.slots import Slot, plan_slots
+from daemon.engine.slots import Slot, plan_slots, visible_gpus
 from vs_scripts.plan.chunks import (
     Chunk,
     chunk_length,
@@ -159,6 +159,22 @@ def test_a_slot_sets_its_childrens_environment(slot: Slot, cuda: str) -> None:
     env = slot.env({"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert env["CUDA_VISIBLE_DEVICES"] == cuda and env["PATH"] == "/bin"
     assert env["FINISHLINE_THREADS"] == env["OMP_NUM_THREADS"] == str(slot.threads)
+
+
+def test_a_gpu_slot_stays_within_the_daemons_own_visible_gpus() -> None:
+    """A daemon started with CUDA_VISIBLE_DEVICES=2,3 (GPUs 0 and 1 left to other work) gives
+    its slots GPUs 2 and 3, not 0 and 1; unset, slot i is GPU i."""
+    slots = plan_slots(gpus=2, cores=8)
+    assert [s.env({"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] for s in slots] == [
+        "2", "3"
+    ]  # fmt: skip
+    uuids = {"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}
+    assert [s.env(uuids)["CUDA_VISIBLE_DEVICES"] for s in slots] == ["GPU-aa", "GPU-bb"]
+    assert [s.env({})["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1"]
+    assert visible_gpus({}) is None
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3,1,-1,0"}) == ["3", "1"]  # CUDA stops at -1
 
 
 def box(kind: bytes, *payload: bytes, large: bool = False) -> bytes:
