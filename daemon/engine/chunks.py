@@ -226,21 +226,42 @@ class ChunkStore:
             ).fetchone()
         return bool(cur and cur[0] == "failed")
 
-    def release(self, *, worker_prefix: str = "", count_attempt: bool = False) -> int:
-        """Chunks left running (a killed worker or daemon) go back to the queue; returns
-        how many."""
+    def requeue(self, row: ChunkRow) -> None:
+        """Put back a chunk this worker stopped (a cancel), no attempt counted: this chunk
+        only, not another worker's whose name starts the same (``w1`` and ``w10``)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE chunks SET state='queued', worker=NULL, frame=0, fps=0, updated=? "
+                "WHERE job=? AND idx=? AND state='running' AND worker IS ?",
+                (time.time(), row.job, row.index, row.worker),
+            )
+
+    def release(self, *, worker_prefix: str = "", max_attempts: int | None = None) -> int:
+        """Chunks left running by a killed worker or daemon (``worker_prefix``: those whose
+        holder's name starts so) go back to the queue; returns how many. With
+        ``max_attempts`` the lost run counts as an attempt, and a chunk that has had them all
+        (one that brings its worker down each time) fails for good instead."""
+        counted = max_attempts is not None
         with self._lock:
             cur = self._db.execute(
-                "UPDATE chunks SET state='queued', worker=NULL, frame=0, fps=0, "
-                f"attempts=attempts+{1 if count_attempt else 0}, updated=? "
-                "WHERE state='running' AND COALESCE(worker, '') LIKE ?",
-                (time.time(), worker_prefix + "%"),
-            )
+                "UPDATE chunks SET worker=NULL, frame=0, fps=0, "
+                f"attempts=attempts+{int(counted)}, updated=?, state=CASE "
+                "WHEN ? AND attempts+1 >= ? THEN 'failed' ELSE 'queued' END, "
+                "error=CASE WHEN ? AND attempts+1 >= ? THEN ? ELSE error END "
+                "WHERE state='running' AND substr(COALESCE(worker, ''), 1, ?) = ?",
+                (
+                    time.time(),
+                    counted, max_attempts or 0,
+                    counted, max_attempts or 0, LOST_ERROR.format(n=max_attempts),
+                    len(worker_prefix), worker_prefix,
+                ),
+            )  # fmt: skip
         return cur.rowcount
 
-    def release_dead(self) -> int:
+    def release_dead(self, *, max_attempts: int = 3) -> int:
         """Chunks held by a worker of this host whose process is gone (``HOST:PID:...``
-        names) go back to the queue, counting the attempt; returns how many."""
+        names) go back to the queue, counting the attempt (see :meth:`release`); returns
+        how many."""
         host = socket.gethostname()
         with self._lock:
             names = [r[0] for r in self._db.execute(
@@ -252,8 +273,15 @@ class ChunkStore:
             mine = len(parts) >= 2 and parts[0] == host and parts[1].isdigit()
             if mine and not pid_alive(int(parts[1])):
                 prefix = f"{parts[0]}:{parts[1]}:"
-                released += self.release(worker_prefix=prefix, count_attempt=True)
+                released += self.release(worker_prefix=prefix, max_attempts=max_attempts)
         return released
+
+
+#: the report of a chunk whose every attempt ended with its worker gone
+LOST_ERROR = (
+    "its worker or the daemon stopped while running it, {n} times: a chunk that brings its "
+    "process down each time (out of memory: see the kernel log, `dmesg`)"
+)
 
 
 def worker_name(role: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -603,18 +604,32 @@ class Pipeline(Children):
         folder = job.work / "chunks"
         folder.mkdir(exist_ok=True)
         suffix = C.intermediate_suffix(self.preset)
-        tasks = []
-        for ch in chunks:
-            out = folder / f"{ch.index:05d}{suffix}"
-            partial = folder / f"{ch.index:05d}.partial{suffix}"
+
+        def task(ch: Chunk, tag: str) -> ChunkTask:
+            stem = f"{ch.index:05d}.{tag}" if tag else f"{ch.index:05d}"
+            out, partial = folder / f"{stem}{suffix}", folder / f"{stem}.partial{suffix}"
             vs_cmd, enc_cmd = self._commands(job, str(partial), ch.start, ch.end)
-            tasks.append(
-                ChunkTask(ch.index, ch.start, ch.end, vs_cmd, enc_cmd, str(partial), str(out))
-            )
+            return ChunkTask(ch.index, ch.start, ch.end, vs_cmd, enc_cmd, str(partial), str(out))
+
+        # the plan: the script, each chunk's commands and what their inputs hold (a LUT
+        # rewritten by a new assessment, a replaced source or model), so an earlier run's
+        # chunk is taken only when it is this plan's picture
+        drafts = [task(ch, "") for ch in chunks]
         plan_key = hashlib.sha256(
-            (job.script.read_text() + "".join(t.to_json() for t in tasks)).encode()
+            "\0".join(
+                [job.script.read_text(), *input_identities(drafts[0].vspipe)]
+                + [t.to_json() for t in drafts]
+            ).encode()
         ).hexdigest()[:16]
+        # each chunk file is named by its plan: a file another plan left (settings changed
+        # since a run was stopped) is never taken for this one's, only removed
+        tasks = [task(ch, plan_key[:10]) for ch in chunks]
         rows = c.store.plan(c.job, plan_key, tasks)
+        ours = {Path(p).name for t in tasks for p in (t.output, t.partial)}
+        for old in folder.iterdir():
+            if old.name not in ours:
+                with contextlib.suppress(OSError):
+                    old.unlink()
         already = sum(1 for r in rows if r.state == "done")
         total = job.plan.frame_count
         log.info(
@@ -625,11 +640,40 @@ class Pipeline(Children):
         )
         errors: list[BaseException] = []
         threads = [
-            threading.Thread(target=self._chunk_worker, args=(i, errors), daemon=True)
+            threading.Thread(
+                target=self._chunk_worker, args=(i, errors), name=f"chunks/{i}", daemon=True
+            )
             for i in range(max(1, c.workers))
         ]
         for th in threads:
             th.start()
+        try:
+            self._watch_chunks(c, tasks, threads, errors)
+        except BaseException as exc:
+            # the job ends here: its chunk threads stop with it (their chunks go back to the
+            # queue) before the worker takes its next job on the same hosts
+            self.cancel()
+            for th in threads:
+                th.join(timeout=STOP_WAIT_S)
+            if isinstance(exc, ChunkFailed):  # a rerun tries every chunk again (the ones
+                c.store.forget(c.job)  # done are taken from their files, named by the plan)
+            raise
+        join_chunks([(Path(t.output), t.frames) for t in tasks], video, fps=job.plan.fps)
+        for t in tasks:
+            with contextlib.suppress(FileNotFoundError):
+                Path(t.output).unlink()
+        c.store.forget(c.job)
+
+    def _watch_chunks(
+        self,
+        c: Chunking,
+        tasks: list[ChunkTask],
+        threads: list[threading.Thread],
+        errors: list[BaseException],
+    ) -> None:
+        """The job's progress (summed over its chunks) until every chunk is done; raises when
+        one fails for good, a chunk thread fails, or the job is stopped."""
+        total = sum(t.frames for t in tasks)
         started, base = time.monotonic(), None
         while True:
             rows = c.store.rows(c.job)
@@ -655,11 +699,6 @@ class Pipeline(Children):
                 alive[0].join(timeout=0.5)
             else:
                 time.sleep(0.5)  # the rest is in other workers' hands
-        join_chunks([(Path(t.output), t.frames) for t in tasks], video, fps=job.plan.fps)
-        for t in tasks:
-            with contextlib.suppress(FileNotFoundError):
-                Path(t.output).unlink()
-        c.store.forget(c.job)
 
     def _chunk_worker(self, i: int, errors: list[BaseException]) -> None:
         """One local worker on this job's chunks: claim, run, check, mark; a failed attempt
@@ -668,7 +707,7 @@ class Pipeline(Children):
         assert c is not None
         name = f"{c.worker}/{i}" if c.workers > 1 else c.worker
         try:
-            while not self.should_stop():
+            while not self._halted():  # stopped, or the job cancelled (a chunk failed)
                 if c.place is None:
                     with self._local_slot(i) as env:  # a free slot of this machine, then a chunk
                         row = c.store.claim(name, job=c.job)
@@ -678,7 +717,7 @@ class Pipeline(Children):
                             c.store, row, self._pipe_in(env), max_attempts=c.max_attempts
                         )
                     continue
-                with c.place(self.should_stop) as slot:  # a free slot elsewhere, then a chunk
+                with c.place(self._halted) as slot:  # a free slot elsewhere, then a chunk
                     # the chunk after the one this slot's host ran last, where there is one:
                     # the host goes on reading the script it has open there (no seek)
                     after = self._last_on.get(slot.name)
@@ -691,10 +730,10 @@ class Pipeline(Children):
                         row,
                         None,  # run_task runs the whole chunk there
                         max_attempts=c.max_attempts,
-                        run_task=stoppable(slot.run, self.should_stop),
+                        run_task=stoppable(slot.run, self._halted),
                     )
         except Cancelled as exc:
-            if not self.should_stop():  # not our stop: the executor gave up (cluster gone)
+            if not self._halted():  # not our stop: the executor gave up (cluster gone)
                 errors.append(exc)
         except BaseException as exc:  # reported by the job's loop
             errors.append(exc)
@@ -705,7 +744,7 @@ class Pipeline(Children):
         shared pool for as long as the chunk runs, or worker ``i``'s own slot."""
         c = self.chunking
         if c is not None and c.slots is not None:
-            with c.slots.take(self.should_stop) as slot:
+            with c.slots.take(self._halted) as slot:
                 yield slot.env()
         else:
             yield c.envs[i] if c is not None and i < len(c.envs) else None
@@ -958,6 +997,34 @@ def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
     return h > 0 and plan.height > 0 and abs(w / h - plan.width / plan.height) < 0.01
 
 
+#: an input file up to this size is identified by its content (a LUT: rewritten with the same
+#: table when its batch is assessed again), a larger one by its size and time
+IDENTIFY_BY_CONTENT = 8 << 20
+
+
+def input_identities(vspipe: Sequence[str]) -> list[str]:
+    """What the files a ``vspipe`` command's ``--arg`` values name hold: ``NAME=`` with a
+    digest of a small file's content, or a larger one's size and modification time."""
+    out = []
+    for flag, arg in itertools.pairwise(vspipe):
+        if flag != "--arg":
+            continue
+        name, _, value = arg.partition("=")
+        path = Path(value)
+        try:
+            st = path.stat()
+            if not path.is_file():
+                continue
+            if st.st_size <= IDENTIFY_BY_CONTENT:
+                what = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            else:
+                what = f"{st.st_size}-{st.st_mtime_ns}"
+        except (OSError, ValueError):
+            continue
+        out.append(f"{name}={what}")
+    return out
+
+
 def stoppable(run: ChunkRunner, should_stop: Callable[[], bool]) -> ChunkRunner:
     """``run`` whose progress callback raises :class:`Cancelled` once ``should_stop`` (a
     runner calls it at least every second and stops its chunk, host or remote, when it
@@ -999,7 +1066,7 @@ def run_claimed_chunk(
             assert run_pipe is not None
             run_chunk(row.task, run_pipe, on_progress=on_progress)
     except Cancelled:
-        store.release(worker_prefix=row.worker or "")
+        store.requeue(row)
         raise
     except Exception as exc:
         detail = exc.report() if isinstance(exc, EncodeError) else repr(exc)
@@ -1056,6 +1123,12 @@ def _sweep_orphans(work: Path) -> None:
 #: plus more than any stage's reach back (the exposure stabiliser's 4, the temporal
 #: denoisers' radius), so its first decoded frame is that keyframe's GOP, not the one before
 SEEK_MARGIN = 32
+
+
+#: how long a job that ends (a chunk failed for good, a stop) waits for its chunk threads to
+#: stop theirs: a host's chunk stops at its next progress line (every half second), a child
+#: process when it is killed
+STOP_WAIT_S = 30.0
 
 
 _SETPRIV = shutil.which("setpriv")

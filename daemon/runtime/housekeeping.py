@@ -42,11 +42,12 @@ def clean_leftovers(cfg: DaemonConfig) -> list[Path]:
 
 
 def release_chunks(cfg: DaemonConfig) -> int:
-    """Chunks a stopped daemon was running go back to the queue (their attempt counted);
-    finished chunks stay done, so a restart redoes only those in flight."""
+    """Chunks a stopped daemon was running go back to the queue (their attempt counted; one
+    that had ``max_attempts`` fails its job); finished chunks stay done, so a restart redoes
+    only those in flight."""
     store = ChunkStore(cfg.db)
     try:
-        n = store.release(count_attempt=True)
+        n = store.release(max_attempts=cfg.max_attempts)
     finally:
         store.close()
     if n:

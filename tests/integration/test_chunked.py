@@ -8,12 +8,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from daemon.analysis import grading
+from daemon.engine.presets import find_preset
 from daemon.runtime.reader import QueueReader
 from daemon.runtime.states import JobState
 from tests.conftest import ffmpeg, make_clip
@@ -125,14 +127,16 @@ def running_slots(proc: subprocess.Popen[bytes], env: dict[str, str]) -> list[di
 
 
 def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -> None:
-    """Two workers, two (pinned) GPUs: each slot's children see its own CUDA_VISIBLE_DEVICES
-    and a thread budget; the budgets add up to the cores. (No GPU is needed: torch finds none
-    behind either id and runs on the CPU.)"""
+    """Two (pinned) GPUs, the run itself started with CUDA_VISIBLE_DEVICES=5,7 (the others
+    left to other work): three workers asked, two run (one per GPU, said so), and each slot's
+    children see their own GPU of the two, 5 or 7, and a thread budget; the budgets add up
+    to the cores. (No GPU is needed: torch finds none behind either id and runs on the
+    CPU.)"""
     src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=4.0)
-    env = {**env, "FINISHLINE_GPUS": "2"}
+    env = {**env, "FINISHLINE_GPUS": "2", "CUDA_VISIBLE_DEVICES": "5,7"}
     proc = subprocess.Popen(
         [str(BIN / "finishline"), "process", str(src), "--preset", "slow-x265", "-q",
-         "-o", str(tmp_path / "o.mp4"), "--chunk-seconds", "1", "--workers", "2"],
+         "-o", str(tmp_path / "o.mp4"), "--chunk-seconds", "1", "--workers", "3"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -140,7 +144,8 @@ def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -
     finally:
         _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
-    assert set(seen) == {"0", "1"}, seen
+    assert "--workers 3: this machine has 2 GPU(s), one worker each; running 2" in err.decode()
+    assert set(seen) == {"5", "7"}, seen
     cores = len(os.sched_getaffinity(0))
     assert sum(int(v) for v in seen.values()) == max(2, cores)
 
@@ -448,3 +453,111 @@ def test_a_warm_host_checks_the_script_and_keeps_it_for_the_chunks(
         assert "a broken script" in err.value.report()
     finally:
         host.stop()
+
+
+@pytest.mark.allow_error_logs
+def test_a_chunk_failing_for_good_stops_the_jobs_other_chunks(
+    tmp_path: Path, test_presets: Path
+) -> None:
+    """Chunk 1's script goes missing (its vspipe fails for real) and it may be tried once:
+    the job fails with that chunk's report, and its other chunk threads stop with it before
+    it returns. Nothing is claimed or left running after, and the same warm hosts then
+    finish the next clip."""
+    from dataclasses import replace
+
+    from daemon.engine.chunks import ChunkRow, ChunkStore
+    from daemon.engine.finish import Engine
+    from daemon.engine.host import HostPool
+    from daemon.engine.pipeline import Chunking
+    from daemon.engine.slots import plan_slots
+
+    class Breaking(ChunkStore):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.claims: list[int] = []
+
+        def claim(self, worker: str, **kw: object) -> ChunkRow | None:
+            row = super().claim(worker, **kw)  # type: ignore[arg-type]
+            if row is not None:
+                self.claims.append(row.index)
+                if row.index == 1 and row.job == "broken":
+                    gone = str(tmp_path / "missing.vpy")
+                    vspipe = [gone if a.endswith(".vpy") else a for a in row.task.vspipe]
+                    row = replace(row, task=replace(row.task, vspipe=vspipe))
+            return row
+
+    clips = [make_clip(tmp_path / f"c{i}.mp4", seconds=4.0, audio=False) for i in range(2)]
+    store = Breaking(tmp_path / "chunks.db")
+    pool = HostPool(plan_slots(workers=2, cores=2))
+    engine = Engine(find_preset("slow-x265"), work_root=tmp_path / "work")
+
+    def chunking(job: str) -> Chunking:
+        return Chunking(
+            store=store, job=job, seconds=1.0, workers=2, place=pool.placer(), always=True,
+            check=pool.check, max_attempts=1,
+        )  # fmt: skip
+
+    try:
+        with pytest.raises(Exception, match="chunk 1") as info:
+            engine.finish(clips[0], tmp_path / "broken.mp4", chunking=chunking("broken"))
+        assert "missing.vpy" in str(getattr(info.value, "report", lambda: "")()) + str(info.value)
+        # its chunk threads ended before it returned (no host still encodes a chunk of it);
+        # the rest of its chunks were not run
+        hosts = [h._proc.pid for h in pool._hosts.values() if h._proc is not None]
+        encoding = [
+            child for pid in hosts
+            for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                        text=True).stdout.split()
+        ]  # fmt: skip
+        assert not encoding, encoding
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("chunks/")]
+        claimed = list(store.claims)
+        assert len(claimed) < 8, claimed
+        assert store.rows("broken") == []  # forgotten: a rerun tries every chunk again
+        time.sleep(1.0)
+        assert store.claims == claimed
+        result = engine.finish(clips[1], tmp_path / "next.mp4", chunking=chunking("next"))
+        assert len(frame_hashes(result.output)) == 48
+    finally:
+        pool.close()
+        store.close()
+
+
+def test_chunks_of_a_run_stopped_before_a_preset_edit_are_not_taken(
+    tmp_path: Path, test_presets: Path
+) -> None:
+    """A chunked run is stopped after its first chunk; the preset is then edited (a smaller
+    frame). The next run of the clip makes every chunk anew (the earlier plan's file is
+    removed, not joined into the output): its picture is the edited preset's, frame for
+    frame."""
+    from daemon.engine.chunks import ChunkStore
+    from daemon.engine.finish import Engine
+    from daemon.engine.pipeline import Cancelled, Chunking
+
+    src = make_clip(tmp_path / "clip.mp4", seconds=3.0, audio=False)
+    store = ChunkStore(tmp_path / "chunks.db")
+    work = tmp_path / "work"
+
+    def chunking(engine: Engine) -> Chunking:
+        return Chunking(store=store, job=str(engine.work_dir(src)), seconds=1.0)
+
+    def done() -> bool:
+        return any(r.state == "done" for r in store.rows(str(engine.work_dir(src))))
+
+    engine = Engine(find_preset("small-colour"), work_root=work, should_stop=done)
+    with pytest.raises(Cancelled):
+        engine.finish(src, tmp_path / "first.mkv", chunking=chunking(engine))
+    chunk_files = [p for p in work.rglob("chunks/*") if p.is_file()]
+    assert len(chunk_files) == 1, chunk_files  # the first chunk, kept for a rerun
+    toml = test_presets / "small-colour.toml"
+    smaller = toml.read_text().replace("width = 160\nheight = 90", "width = 128\nheight = 72")
+    assert smaller != toml.read_text()
+    toml.write_text(smaller)
+    edited = Engine(find_preset("small-colour"), work_root=work)
+    assert edited.work_dir(src) == engine.work_dir(src)  # the same job folder
+    whole = edited.finish(src, tmp_path / "whole.mkv").output
+    result = edited.finish(src, tmp_path / "chunked.mkv", chunking=chunking(edited))
+    assert frame_hashes(result.output) == frame_hashes(whole) and len(frame_hashes(whole)) == 36
+    assert not chunk_files[0].exists()
+    assert not [p for p in work.rglob("chunks/*") if p.is_file()]
+    store.close()

@@ -247,3 +247,47 @@ def test_chunk_claims_keep_each_host_on_consecutive_chunks(tmp_path: Path) -> No
     first = store.claim("helper", after=("c", 7))
     assert first is not None and (first.job, first.index) == ("c", 0)
     store.close()
+
+
+def test_a_stopped_chunk_goes_back_alone(tmp_path: Path) -> None:
+    """A cancelled chunk is put back by its own row: another worker's chunk stays running
+    even when that worker's name starts with this one's (``w1`` and ``w10``), and
+    ``_`` in a name is no wildcard."""
+    from daemon.engine.chunks import ChunkStore, ChunkTask
+
+    store = ChunkStore(tmp_path / "chunks.db")
+    tasks = [ChunkTask(i, 10 * i, 10 * i + 10, ["vspipe"], ["enc"], "p", "o") for i in range(3)]
+    store.plan("a", "k", tasks)
+    mine, other, third = (store.claim(w, job="a") for w in ("h:1:w1", "h:1:w10", "h:1:w1_"))
+    assert mine is not None and other is not None and third is not None
+    store.requeue(mine)
+    states = {r.index: (r.state, r.worker, r.attempts) for r in store.rows("a")}
+    assert states[mine.index] == ("queued", None, 0)
+    assert states[other.index] == ("running", "h:1:w10", 0)
+    assert states[third.index] == ("running", "h:1:w1_", 0)
+    store.close()
+
+
+def test_a_chunk_lost_with_its_worker_every_time_fails_for_good(tmp_path: Path) -> None:
+    """A chunk whose worker dies while running it (killed, out of memory) goes back to the
+    queue with the attempt counted; after ``max_attempts`` such runs it fails for good, with
+    a report saying why, instead of bringing workers down forever. Only the dead worker's
+    chunks are released (a prefix, not a LIKE pattern)."""
+    from daemon.engine.chunks import ChunkStore, ChunkTask
+
+    store = ChunkStore(tmp_path / "chunks.db")
+    tasks = [ChunkTask(i, 10 * i, 10 * i + 10, ["vspipe"], ["enc"], "p", "o") for i in range(2)]
+    store.plan("a", "k", tasks)
+    for attempt in (1, 2):
+        row = store.claim("h:1_:w1", job="a")
+        other = store.claim("h:12:w1", job="a")
+        assert row is not None and row.index == 0
+        assert store.release(worker_prefix="h:1_:", max_attempts=2) == 1
+        assert other is not None  # another process's chunk is not touched
+        assert [(r.state, r.attempts) for r in store.rows("a")][1] == ("running", 0)
+        store.release(worker_prefix="h:12:")  # no attempt counted
+        (first, second) = store.rows("a")
+        assert (first.attempts, second.attempts) == (attempt, 0)
+    assert first.state == "failed" and "2 times" in (first.error or "")
+    assert second.state == "queued"
+    store.close()
