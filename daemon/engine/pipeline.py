@@ -618,7 +618,7 @@ class Pipeline(Children):
         plan_key = hashlib.sha256(
             "\0".join(
                 [job.script.read_text(), *input_identities(drafts[0].vspipe)]
-                + [t.to_json() for t in drafts]
+                + [plan_form(t).to_json() for t in drafts]
             ).encode()
         ).hexdigest()[:16]
         # each chunk file is named by its plan: a file another plan left (settings changed
@@ -995,6 +995,17 @@ def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
     """Whether the output shows the source's picture edge to edge at the source's aspect."""
     w, h = display_size(media)
     return h > 0 and plan.height > 0 and abs(w / h - plan.width / plan.height) < 0.01
+
+
+def plan_form(task: ChunkTask) -> ChunkTask:
+    """``task`` as its plan sees it: the encoder's thread count left out. A chunk's picture
+    does not depend on it, and a job taken up again by a worker with another share of the
+    cores (16 cores over 3 slots: 6, 5, 5) keeps its finished chunks."""
+    encoder = [re.sub(r"(?<![\w-])pools=\d+", "pools=*", a) for a in task.encoder]
+    for i, a in enumerate(encoder[:-1]):
+        if a == "-threads":
+            encoder[i + 1] = "*"
+    return dataclasses.replace(task, encoder=encoder)
 
 
 #: an input file up to this size is identified by its content (a LUT: rewritten with the same

@@ -258,3 +258,19 @@ def test_tapered_plans_cover_the_clip_in_order(workers: int) -> None:
             # only halves added: every boundary (cuts included) kept, at most one per worker
             assert {c.start for c in plain} <= {c.start for c in chunks}
             assert len(plain) <= len(chunks) <= len(plain) + workers
+
+
+def test_a_plan_leaves_out_the_encoders_thread_count() -> None:
+    """A job taken up again by a worker with another share of the cores keeps its plan (and
+    its finished chunks); any other change to a chunk's commands makes a new one."""
+    from daemon.engine.chunks import ChunkTask
+    from daemon.engine.pipeline import plan_form
+
+    def task(*encoder: str) -> ChunkTask:
+        return ChunkTask(0, 0, 10, ["vspipe", "-"], ["ffmpeg", *encoder, "out.mkv"], "p", "o")
+
+    six = task("-x265-params", "crf=20:pools=6:numa-pools=2", "-threads", "6")
+    five = task("-x265-params", "crf=20:pools=5:numa-pools=2", "-threads", "5")
+    assert plan_form(six) == plan_form(five)
+    assert plan_form(six).encoder[2] == "crf=20:pools=*:numa-pools=2"
+    assert plan_form(six) != plan_form(task("-x265-params", "crf=22:pools=6", "-threads", "6"))
