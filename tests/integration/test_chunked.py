@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -235,6 +236,15 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=5.0)
     (root / "hot" / "slow-x265" / "long.mp4").write_bytes(src.read_bytes())
     wait_for(lambda: sum(c.state == "done" for c in chunks()[0]) >= 2, 240, "two chunks done")
+    # which worker and device run the job, and its chunks with their state, worker and tries
+    cfg = ["--config", str(config)]
+    listing = finishline("queue", "list", *cfg, env=env).stdout
+    assert re.search(r"\n +on \S+:w0 cpu \(\d+ threads\)\n", listing), listing
+    shown = finishline("queue", "show", "1", *cfg, env=env).stdout
+    assert re.search(r"device: cpu \(\d+ threads\)", shown), shown
+    rows = re.findall(r"^ +(\d+) +(\d+)-(\d+) +(\w+) +(\d+) .*  (\S+)$", shown, re.M)
+    assert len(rows) >= 3 and sum(r[3] == "done" for r in rows) >= 2, shown
+    assert all(r[5].split("@")[0].endswith(":w0") for r in rows if r[3] == "done"), shown
     daemon.send_signal(signal.SIGKILL)
     daemon.wait()
     before = {c.index: c for c in chunks()[0]}
@@ -561,3 +571,40 @@ def test_chunks_of_a_run_stopped_before_a_preset_edit_are_not_taken(
     assert not chunk_files[0].exists()
     assert not [p for p in work.rglob("chunks/*") if p.is_file()]
     store.close()
+
+
+BLANK_SCRIPT = """import vapoursynth as vs
+vs.core.std.BlankClip(width=64, height=36, length=30, format=vs.YUV420P8, fpsnum=24).set_output()
+"""
+
+
+def test_a_chunk_short_of_its_range_is_not_done(tmp_path: Path) -> None:
+    """Av1an's frame-mismatch check: a chunk whose output holds fewer frames than its range
+    (here vspipe stops at frame 9 of a 0-19 chunk) fails with both counts, and leaves no
+    output and no partial file behind; the full range is done."""
+    from daemon.core.errors import EncodeError
+    from daemon.core.tools import find_tool
+    from daemon.engine.chunks import ChunkTask, run_chunk
+
+    script = tmp_path / "blank.vpy"
+    script.write_text(BLANK_SCRIPT)
+
+    def run_pipe(first, second, total, on_frames) -> None:  # type: ignore[no-untyped-def]
+        vspipe = subprocess.Popen(first, stdout=subprocess.PIPE)
+        subprocess.run(second, stdin=vspipe.stdout, check=True)
+        assert vspipe.wait() == 0
+
+    def task(last: int, name: str) -> ChunkTask:
+        out, partial = tmp_path / f"{name}.mkv", tmp_path / f"{name}.partial.mkv"
+        vspipe = [find_tool("vspipe"), "-c", "y4m", "-s", "0", "-e", str(last), str(script), "-"]
+        encoder = [find_tool("ffmpeg"), "-v", "error", "-y", "-f", "yuv4mpegpipe", "-i", "-",
+                   "-c:v", "ffv1", "-f", "matroska", str(partial)]  # fmt: skip
+        return ChunkTask(0, 0, 20, vspipe, encoder, str(partial), str(out))
+
+    with pytest.raises(EncodeError) as err:
+        run_chunk(task(9, "short"), run_pipe, on_progress=lambda *_: None)
+    assert "FRAME MISMATCH: chunk 0 holds 10 frames, expected 20" in err.value.report()
+    assert not list(tmp_path.glob("short*.mkv"))
+    run_chunk(task(19, "full"), run_pipe, on_progress=lambda *_: None)
+    assert len(frame_hashes(tmp_path / "full.mkv")) == 20
+    assert not (tmp_path / "full.partial.mkv").exists()
