@@ -501,7 +501,7 @@ def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     slots = plan_slots(workers=args.workers, gpus=gpus, cores=usable_cores())
     if len(slots) < args.workers:  # one worker per GPU: more would share (and overfill) one
         print(
-            f"--workers {args.workers}: this machine has {gpus} GPU(s), one worker each; "
+            f"--workers {args.workers}: this process may use {gpus} GPU(s), one worker each; "
             f"running {len(slots)} (the daemon's workers_per_gpu lets small models share one)",
             file=sys.stderr,
         )

@@ -142,12 +142,19 @@ class ChunkStore:
     # -- the plan ---------------------------------------------------------------------------
 
     def plan(self, job: str, plan_key: str, tasks: Sequence[ChunkTask]) -> list[ChunkRow]:
-        """Write the plan once. The same plan (same ``plan_key``: script, preset, ranges) is
-        kept with its progress; a different one replaces it."""
+        """Write the plan once. The same plan (same ``plan_key``: the script, what its input
+        files hold, each chunk's range and commands but the encoder's thread count) is kept
+        with its progress, its queued chunks taking ``tasks``' commands (this worker's thread
+        count); a different one replaces it."""
         now = time.time()
         with self._tx() as db:
             keys = {r[0] for r in db.execute("SELECT plan_key FROM chunks WHERE job=?", (job,))}
-            if keys != {plan_key}:
+            if keys == {plan_key}:
+                db.executemany(
+                    "UPDATE chunks SET task=? WHERE job=? AND idx=? AND state='queued'",
+                    [(t.to_json(), job, t.index) for t in tasks],
+                )
+            else:
                 db.execute("DELETE FROM chunks WHERE job=?", (job,))
                 db.executemany(
                     "INSERT INTO chunks(job, idx, start, end, plan_key, task, updated) "
@@ -207,22 +214,24 @@ class ChunkStore:
             )
 
     def done(self, row: ChunkRow) -> None:
+        """``row``'s chunk is done, if this worker still holds it (not once it was put back,
+        or its job forgotten or planned anew)."""
         with self._lock:
             self._db.execute(
                 "UPDATE chunks SET state='done', frame=end-start, fps=0, error=NULL, updated=? "
-                "WHERE job=? AND idx=?",
-                (time.time(), row.job, row.index),
+                "WHERE job=? AND idx=? AND state='running' AND worker IS ?",
+                (time.time(), row.job, row.index, row.worker),
             )
 
     def failed(self, row: ChunkRow, error: str, *, max_attempts: int) -> bool:
-        """Record a failed attempt: back to the queue, or failed for good after
-        ``max_attempts`` (returns True then)."""
+        """Record a failed attempt (if this worker still holds the chunk): back to the queue,
+        or failed for good after ``max_attempts`` (returns True then)."""
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE chunks SET attempts=attempts+1, error=?, worker=NULL, frame=0, fps=0, "
                 "state=CASE WHEN attempts+1 >= ? THEN 'failed' ELSE 'queued' END, updated=? "
-                "WHERE job=? AND idx=? RETURNING state",
-                (error, max_attempts, time.time(), row.job, row.index),
+                "WHERE job=? AND idx=? AND state='running' AND worker IS ? RETURNING state",
+                (error, max_attempts, time.time(), row.job, row.index, row.worker),
             ).fetchone()
         return bool(cur and cur[0] == "failed")
 
@@ -247,7 +256,9 @@ class ChunkStore:
                 "UPDATE chunks SET worker=NULL, frame=0, fps=0, "
                 f"attempts=attempts+{int(counted)}, updated=?, state=CASE "
                 "WHEN ? AND attempts+1 >= ? THEN 'failed' ELSE 'queued' END, "
-                "error=CASE WHEN ? AND attempts+1 >= ? THEN ? ELSE error END "
+                "error=CASE WHEN ? AND attempts+1 >= ? "
+                "THEN ? || COALESCE(char(10) || 'the attempt before: ' || error, '') "
+                "ELSE error END "
                 "WHERE state='running' AND substr(COALESCE(worker, ''), 1, ?) = ?",
                 (
                     time.time(),
@@ -279,8 +290,8 @@ class ChunkStore:
 
 #: the report of a chunk whose every attempt ended with its worker gone
 LOST_ERROR = (
-    "its worker or the daemon stopped while running it, {n} times: a chunk that brings its "
-    "process down each time (out of memory: see the kernel log, `dmesg`)"
+    "the last of its {n} attempts ended with its worker or the daemon gone (killed, or out "
+    "of memory: see the kernel log, `dmesg`)"
 )
 
 

@@ -173,8 +173,8 @@ class Children:
         env: dict[str, str] | None = None,
     ) -> None:
         """``first | second``; ``on_frames(done, fps)`` follows vspipe's progress. Several
-        may run at once (chunks); :meth:`cancel` kills them all."""
-        if self.should_stop():
+        may run at once (chunks); :meth:`cancel` kills them all, and any started after it."""
+        if self._halted():
             raise Cancelled("cancelled before encoding.")
         p1 = subprocess.Popen(
             with_parent(first),
@@ -199,6 +199,8 @@ class Children:
         p1.stdout.close()  # so vspipe gets SIGPIPE if the encoder dies
         with self._lock:
             self._procs += [p1, p2]
+            if self._cancelled:  # cancelled while they started: they end with the others
+                _kill(p1, p2)
         tails = [deque[str](maxlen=40), deque[str](maxlen=40)]
         started = time.monotonic()
 
@@ -220,7 +222,7 @@ class Children:
             t.start()
         try:
             while p2.poll() is None or p1.poll() is None:
-                if self.should_stop():
+                if self._halted():
                     _kill(p1, p2)
                     raise Cancelled("cancelled while encoding.")
                 # a wait, not a sleep: the next chunk starts the moment this one ends
@@ -235,6 +237,8 @@ class Children:
             with self._lock:
                 self._procs = [p for p in self._procs if p not in (p1, p2)]
         codes = [p1.returncode, p2.returncode]
+        if codes != [0, 0] and self._halted():  # killed by a cancel: no failed attempt
+            raise Cancelled("cancelled while encoding.")
         if codes != [0, 0]:
             raise EncodeError(
                 "encode",
@@ -653,8 +657,9 @@ class Pipeline(Children):
             # the job ends here: its chunk threads stop with it (their chunks go back to the
             # queue) before the worker takes its next job on the same hosts
             self.cancel()
+            deadline = time.monotonic() + STOP_WAIT_S
             for th in threads:
-                th.join(timeout=STOP_WAIT_S)
+                th.join(timeout=max(0.0, deadline - time.monotonic()))
             if isinstance(exc, ChunkFailed):  # a rerun tries every chunk again (the ones
                 c.store.forget(c.job)  # done are taken from their files, named by the plan)
             raise
@@ -713,9 +718,12 @@ class Pipeline(Children):
                         row = c.store.claim(name, job=c.job)
                         if row is None:
                             return
-                        run_claimed_chunk(
+                        lost = run_claimed_chunk(
                             c.store, row, self._pipe_in(env), max_attempts=c.max_attempts
                         )
+                    if lost:  # the job fails: its other chunks stop, this thread takes no more
+                        self.cancel()
+                        return
                     continue
                 with c.place(self._halted) as slot:  # a free slot elsewhere, then a chunk
                     # the chunk after the one this slot's host ran last, where there is one:
@@ -725,13 +733,16 @@ class Pipeline(Children):
                     if row is None:
                         return
                     self._last_on[slot.name] = (row.job, row.index)
-                    run_claimed_chunk(
+                    lost = run_claimed_chunk(
                         c.store,
                         row,
                         None,  # run_task runs the whole chunk there
                         max_attempts=c.max_attempts,
                         run_task=stoppable(slot.run, self._halted),
                     )
+                if lost:  # the job fails: its other chunks stop, this thread takes no more
+                    self.cancel()
+                    return
         except Cancelled as exc:
             if not self._halted():  # not our stop: the executor gave up (cluster gone)
                 errors.append(exc)
@@ -998,9 +1009,10 @@ def _fills(media: MediaInfo, plan: ScriptPlan) -> bool:
 
 
 def plan_form(task: ChunkTask) -> ChunkTask:
-    """``task`` as its plan sees it: the encoder's thread count left out. A chunk's picture
-    does not depend on it, and a job taken up again by a worker with another share of the
-    cores (16 cores over 3 slots: 6, 5, 5) keeps its finished chunks."""
+    """``task`` as its plan sees it: the encoder's thread count left out, so a job taken up
+    again by a worker with another share of the cores (16 cores over 3 slots: 6, 5, 5) keeps
+    its finished chunks. The settings are the same; x265's frame threads follow its pool, so
+    the bits of a chunk may differ, each one still a closed-GOP stream of those settings."""
     encoder = [re.sub(r"(?<![\w-])pools=\d+", "pools=*", a) for a in task.encoder]
     for i, a in enumerate(encoder[:-1]):
         if a == "-threads":
@@ -1059,9 +1071,10 @@ def run_claimed_chunk(
     *,
     max_attempts: int,
     run_task: ChunkRunner | None = None,
-) -> None:
+) -> bool:
     """Run a claimed chunk (with ``run_pipe`` here, or all of it by ``run_task``: a warm host
-    or a cluster's) and record the outcome (done, or a failed attempt)."""
+    or a cluster's) and record the outcome (done, or a failed attempt). Returns True when
+    the chunk failed for good (its job fails: take no more of its chunks)."""
     last = [0.0]
 
     def on_progress(frame: int, fps: float) -> None:
@@ -1083,12 +1096,13 @@ def run_claimed_chunk(
         detail = exc.report() if isinstance(exc, EncodeError) else repr(exc)
         if store.failed(row, f"{exc}\n{detail}", max_attempts=max_attempts):
             log.error("chunk %d of %s failed for good: %s", row.index, row.job, exc)
-        else:
-            log.warning(
-                "chunk %d of %s failed (%s); it goes back to the queue", row.index, row.job, exc
-            )
-        return
+            return True
+        log.warning(
+            "chunk %d of %s failed (%s); it goes back to the queue", row.index, row.job, exc
+        )
+        return False
     store.done(row)
+    return False
 
 
 def _chunk_report(row: ChunkRow) -> str:

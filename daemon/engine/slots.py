@@ -28,8 +28,9 @@ class Slot:
 
     @property
     def device(self) -> str:
-        """What ``queue list`` shows: the GPU as the machine numbers it (``nvidia-smi``), or
-        the CPU, and the thread budget."""
+        """What ``queue list`` shows: the GPU as this slot's children are given it (its entry
+        in the daemon's own ``CUDA_VISIBLE_DEVICES``, an index or a UUID, where that is
+        set), or the CPU, and the thread budget."""
         if self.gpu is None:
             return f"cpu ({self.threads} threads)"
         return f"cuda:{self.env()['CUDA_VISIBLE_DEVICES']} ({self.threads} threads)"
@@ -41,9 +42,12 @@ class Slot:
         # the i-th the daemon itself may see: where it was started with CUDA_VISIBLE_DEVICES
         # (GPUs left to other work), the slots stay within that list
         seen = visible_gpus(env)
-        gpu = "" if self.gpu is None else str(self.gpu)
-        if self.gpu is not None and seen is not None and self.gpu < len(seen):
-            gpu = seen[self.gpu]
+        if self.gpu is None:
+            gpu = ""
+        elif seen is None:
+            gpu = str(self.gpu)
+        else:  # past the end of the list: none (count_gpus plans no such slot)
+            gpu = seen[self.gpu] if self.gpu < len(seen) else ""
         env["CUDA_VISIBLE_DEVICES"] = gpu
         env["FINISHLINE_THREADS"] = str(self.threads)
         for var in THREAD_VARIABLES:
@@ -98,9 +102,10 @@ def count_gpus() -> int:
     when that is set; 0 when there are none or no driver. ``FINISHLINE_GPUS=N`` pins the
     number (e.g. to leave GPUs to other work; slots are GPUs 0..N-1 of what the process may
     see)."""
+    seen = visible_gpus(os.environ)
     pinned = os.environ.get("FINISHLINE_GPUS", "")
     if pinned.isdigit():
-        return int(pinned)
+        return int(pinned) if seen is None else min(int(pinned), len(seen))
     try:
         import pynvml
 
@@ -111,5 +116,4 @@ def count_gpus() -> int:
             pynvml.nvmlShutdown()
     except Exception:
         return 0
-    seen = visible_gpus(os.environ)
     return found if seen is None else min(found, len(seen))

@@ -145,7 +145,9 @@ def test_each_worker_runs_in_its_own_slot(tmp_path: Path, env: dict[str, str]) -
     finally:
         _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
-    assert "--workers 3: this machine has 2 GPU(s), one worker each; running 2" in err.decode()
+    assert "--workers 3: this process may use 2 GPU(s), one worker each; running 2" in (
+        err.decode()
+    )
     assert set(seen) == {"5", "7"}, seen
     cores = len(os.sched_getaffinity(0))
     assert sum(int(v) for v in seen.values()) == max(2, cores)
@@ -237,6 +239,8 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     (root / "hot" / "slow-x265" / "long.mp4").write_bytes(src.read_bytes())
     wait_for(lambda: sum(c.state == "done" for c in chunks()[0]) >= 2, 240, "two chunks done")
     # which worker and device run the job, and its chunks with their state, worker and tries
+    # (the daemon held still meanwhile, so the rest of its chunks do not finish first)
+    daemon.send_signal(signal.SIGSTOP)
     cfg = ["--config", str(config)]
     listing = finishline("queue", "list", *cfg, env=env).stdout
     assert re.search(r"\n +on \S+:w0 cpu \(\d+ threads\)\n", listing), listing

@@ -288,6 +288,29 @@ def test_a_chunk_lost_with_its_worker_every_time_fails_for_good(tmp_path: Path) 
         store.release(worker_prefix="h:12:")  # no attempt counted
         (first, second) = store.rows("a")
         assert (first.attempts, second.attempts) == (attempt, 0)
-    assert first.state == "failed" and "2 times" in (first.error or "")
+    assert first.state == "failed" and "the last of its 2 attempts" in (first.error or "")
     assert second.state == "queued"
+    store.close()
+
+
+def test_a_plan_taken_up_again_gives_its_queued_chunks_the_new_commands(tmp_path: Path) -> None:
+    """The same plan written again (a restarted job, another worker's thread count) keeps
+    its finished chunks and gives the queued ones this worker's commands."""
+    from daemon.engine.chunks import ChunkStore, ChunkTask
+
+    store = ChunkStore(tmp_path / "chunks.db")
+
+    def tasks(threads: str) -> list[ChunkTask]:
+        return [ChunkTask(i, 10 * i, 10 * i + 10, ["vspipe"], ["enc", threads], "p", "o")
+                for i in range(2)]  # fmt: skip
+
+    store.plan("a", "k", tasks("6"))
+    row = store.claim("w1", job="a")
+    assert row is not None and row.index == 0
+    store.done(row)
+    store.done(row)  # twice, or by a worker that no longer holds it: no change
+    rows = store.plan("a", "k", tasks("5"))
+    assert [(r.state, r.task.encoder) for r in rows] == [
+        ("done", ["enc", "6"]), ("queued", ["enc", "5"])
+    ]  # fmt: skip
     store.close()

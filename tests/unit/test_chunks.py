@@ -171,6 +171,9 @@ def test_a_gpu_slot_stays_within_the_daemons_own_visible_gpus() -> None:
     uuids = {"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}
     assert [s.env(uuids)["CUDA_VISIBLE_DEVICES"] for s in slots] == ["GPU-aa", "GPU-bb"]
     assert [s.env({})["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1"]
+    assert [s.env({"CUDA_VISIBLE_DEVICES": "3"})["CUDA_VISIBLE_DEVICES"] for s in slots] == [
+        "3", ""
+    ]  # fmt: skip
     assert visible_gpus({}) is None
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
