@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.core.errors import AppError, EncodeError
+from daemon.core.files import atomic_write
 from daemon.core.sqlite import immediate
 from daemon.core.tools import find_tool, media_arg, pid_alive, run_capture, tail
 from vs_scripts.plan.chunks import next_chunk
@@ -94,6 +95,39 @@ class ChunkRow:
     @property
     def frames(self) -> int:
         return self.end - self.start
+
+
+#: a finished job's chunks, kept in its work folder once their rows are forgotten
+CHUNK_RECORD = "chunks.json"
+
+
+def write_chunk_record(folder: Path, job: str, rows: Sequence[ChunkRow]) -> None:
+    """Keep what ``queue show`` lists of a job's chunks (range, state, tries, worker) after
+    the job, when the chunks table no longer has them."""
+    keep = ("index", "start", "end", "state", "worker", "attempts", "error")
+    record = {"job": job, "chunks": [{k: getattr(r, k) for k in keep} for r in rows]}
+    atomic_write(folder / CHUNK_RECORD, json.dumps(record, indent=1) + "\n")
+
+
+def read_chunk_record(folder: Path, job: str) -> list[ChunkRow]:
+    """The rows :func:`write_chunk_record` kept for ``job`` (none when there is no readable
+    record of it: the folder is the source's and preset's, and a later job of the same clip
+    writes its own)."""
+    try:
+        record = json.loads((folder / CHUNK_RECORD).read_text())
+        if record.get("job") != job:
+            return []
+        kept = record["chunks"]
+        return [
+            ChunkRow(
+                job, int(d["index"]), int(d["start"]), int(d["end"]), str(d["state"]),
+                d.get("worker"), int(d["attempts"]), 0, 0.0, d.get("error"),
+                ChunkTask(int(d["index"]), int(d["start"]), int(d["end"]), [], [], "", ""),
+            )
+            for d in kept
+        ]  # fmt: skip
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
 
 
 class ChunkFailed(AppError):

@@ -49,6 +49,7 @@ from daemon.engine.chunks import (
     PipeRunner,
     join_chunks,
     run_chunk,
+    write_chunk_record,
 )
 from daemon.engine.measure import detail_focus, measure
 from daemon.engine.slots import Slot
@@ -667,6 +668,7 @@ class Pipeline(Children):
         for t in tasks:
             with contextlib.suppress(FileNotFoundError):
                 Path(t.output).unlink()
+        write_chunk_record(job.work, c.job, c.store.rows(c.job))  # queue show lists them after
         c.store.forget(c.job)
 
     def _watch_chunks(

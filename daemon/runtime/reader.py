@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from daemon.core.errors import AppError
-from daemon.engine.chunks import CHUNKS_SCHEMA, ChunkRow, chunk_row
+from daemon.engine.chunks import CHUNKS_SCHEMA, ChunkRow, chunk_row, read_chunk_record
 from daemon.runtime.states import JobState, TransitionError
 
 #: bumped whenever the tables change; stored in ``PRAGMA user_version``
@@ -265,12 +265,19 @@ class QueueReader:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def chunks(self, job_id: int) -> list[ChunkRow]:
-        """A chunked job's chunks in index order (empty for a job run whole)."""
+        """A job's chunks in index order: from the chunks table while it runs, from the
+        record kept in its work folder once it has been delivered (empty for a job that has
+        neither)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM chunks WHERE job=? ORDER BY idx", (f"job-{job_id}",)
             ).fetchall()
-        return [chunk_row(r) for r in rows]
+        if rows:
+            return [chunk_row(r) for r in rows]
+        job = self.get(job_id)
+        if job is None or not job.work_dir:
+            return []
+        return read_chunk_record(Path(job.work_dir), f"job-{job_id}")
 
     def devices(self) -> dict[str, str]:
         """Worker name -> its device slot, e.g. ``cuda:1 (8 threads)``."""

@@ -246,7 +246,8 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     assert re.search(r"\n +on \S+:w0 cpu \(\d+ threads\)\n", listing), listing
     shown = finishline("queue", "show", "1", *cfg, env=env).stdout
     assert re.search(r"device: cpu \(\d+ threads\)", shown), shown
-    rows = re.findall(r"^ +(\d+) +(\d+)-(\d+) +(\w+) +(\d+) .*  (\S+)$", shown, re.M)
+    chunk_line = re.compile(r"^ +(\d+) +(\d+)-(\d+) +(\w+) +(\d+) .*  (\S+)$", re.M)
+    rows = chunk_line.findall(shown)
     assert len(rows) >= 3 and sum(r[3] == "done" for r in rows) >= 2, shown
     assert all(r[5].split("@")[0].endswith(":w0") for r in rows if r[3] == "done"), shown
     daemon.send_signal(signal.SIGKILL)
@@ -269,6 +270,13 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     assert job.attempts == 1 and done_before
     log = (root / "logs" / "finishline.log").read_text()
     assert f"({len(done_before)} done by an earlier run)" in log
+    # after delivery queue show still lists the chunks: only those in flight ran twice
+    after = {int(r[0]): (r[3], int(r[4])) for r in chunk_line.findall(
+        finishline("queue", "show", "1", *cfg, env=env).stdout
+    )}  # fmt: skip
+    assert set(after) == set(before) and {st for st, _ in after.values()} == {"done"}, after
+    in_flight = {i for i, c in before.items() if c.state == "running"}
+    assert in_flight and {i for i, (_, tries) in after.items() if tries} == in_flight, after
     work = Path(job.work_dir)
     left = sorted(p.name for p in work.rglob("*") if p.is_file() and "index" not in p.parts)
     assert not [n for n in left if n.endswith((".mov", ".mkv"))], left  # no chunk or partial
