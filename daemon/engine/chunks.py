@@ -322,7 +322,7 @@ class ChunkStore:
         return released
 
 
-#: the report of a chunk whose every attempt ended with its worker gone
+#: the report of a chunk whose last attempt ended with its worker gone
 LOST_ERROR = (
     "the last of its {n} attempts ended with its worker or the daemon gone (killed, or out "
     "of memory: see the kernel log, `dmesg`)"
