@@ -723,25 +723,22 @@ class Pipeline(Children):
                         lost = run_claimed_chunk(
                             c.store, row, self._pipe_in(env), max_attempts=c.max_attempts
                         )
-                    if lost:  # the job fails: its other chunks stop, this thread takes no more
-                        self.cancel()
-                        return
-                    continue
-                with c.place(self._halted) as slot:  # a free slot elsewhere, then a chunk
-                    # the chunk after the one this slot's host ran last, where there is one:
-                    # the host goes on reading the script it has open there (no seek)
-                    after = self._last_on.get(slot.name)
-                    row = c.store.claim(f"{name}@{slot.name}", job=c.job, after=after)
-                    if row is None:
-                        return
-                    self._last_on[slot.name] = (row.job, row.index)
-                    lost = run_claimed_chunk(
-                        c.store,
-                        row,
-                        None,  # run_task runs the whole chunk there
-                        max_attempts=c.max_attempts,
-                        run_task=stoppable(slot.run, self._halted),
-                    )
+                else:
+                    with c.place(self._halted) as slot:  # a free slot elsewhere, then a chunk
+                        # the chunk after the one this slot's host ran last, where there is
+                        # one: the host goes on reading the script it has open there (no seek)
+                        after = self._last_on.get(slot.name)
+                        row = c.store.claim(f"{name}@{slot.name}", job=c.job, after=after)
+                        if row is None:
+                            return
+                        self._last_on[slot.name] = (row.job, row.index)
+                        lost = run_claimed_chunk(
+                            c.store,
+                            row,
+                            None,  # run_task runs the whole chunk there
+                            max_attempts=c.max_attempts,
+                            run_task=stoppable(slot.run, self._halted),
+                        )
                 if lost:  # the job fails: its other chunks stop, this thread takes no more
                     self.cancel()
                     return

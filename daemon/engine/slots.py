@@ -33,22 +33,24 @@ class Slot:
         set), or the CPU, and the thread budget."""
         if self.gpu is None:
             return f"cpu ({self.threads} threads)"
-        return f"cuda:{self.env()['CUDA_VISIBLE_DEVICES']} ({self.threads} threads)"
+        return f"cuda:{self._visible(os.environ)} ({self.threads} threads)"
+
+    def _visible(self, parent: Mapping[str, str]) -> str:
+        """This slot's children's ``CUDA_VISIBLE_DEVICES``, under a ``parent`` environment.
+        A CPU slot sees no GPU: it must not wander onto one another worker owns. GPU i is the
+        i-th the daemon itself may see: where it was started with CUDA_VISIBLE_DEVICES (GPUs
+        left to other work), the slots stay within that list."""
+        if self.gpu is None:
+            return ""
+        seen = visible_gpus(parent)
+        if seen is None:
+            return str(self.gpu)
+        return seen[self.gpu] if self.gpu < len(seen) else ""  # past the end: none
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The children's environment for this slot."""
         env = dict(os.environ if base is None else base)
-        # a CPU slot sees no GPU: it must not wander onto one another worker owns. GPU i is
-        # the i-th the daemon itself may see: where it was started with CUDA_VISIBLE_DEVICES
-        # (GPUs left to other work), the slots stay within that list
-        seen = visible_gpus(env)
-        if self.gpu is None:
-            gpu = ""
-        elif seen is None:
-            gpu = str(self.gpu)
-        else:  # past the end of the list: none (count_gpus plans no such slot)
-            gpu = seen[self.gpu] if self.gpu < len(seen) else ""
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["CUDA_VISIBLE_DEVICES"] = self._visible(env)
         env["FINISHLINE_THREADS"] = str(self.threads)
         for var in THREAD_VARIABLES:
             env[var] = str(self.threads)
