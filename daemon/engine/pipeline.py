@@ -644,14 +644,7 @@ class Pipeline(Children):
             already,
         )
         errors: list[BaseException] = []
-        threads = [
-            threading.Thread(
-                target=self._chunk_worker, args=(i, errors), name=f"chunks/{i}", daemon=True
-            )
-            for i in range(max(1, c.workers))
-        ]
-        for th in threads:
-            th.start()
+        threads = self._start_chunk_threads(errors)
         try:
             self._watch_chunks(c, tasks, threads, errors)
         except BaseException as exc:
@@ -661,6 +654,8 @@ class Pipeline(Children):
             deadline = time.monotonic() + STOP_WAIT_S
             for th in threads:
                 th.join(timeout=max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(Exception):  # queue show lists them after the job
+                write_chunk_record(job.work, c.job, c.store.rows(c.job))
             if isinstance(exc, ChunkFailed):  # a rerun tries every chunk again (the ones
                 c.store.forget(c.job)  # done are taken from their files, named by the plan)
             raise
@@ -671,6 +666,19 @@ class Pipeline(Children):
         write_chunk_record(job.work, c.job, c.store.rows(c.job))  # queue show lists them after
         c.store.forget(c.job)
 
+    def _start_chunk_threads(self, errors: list[BaseException]) -> list[threading.Thread]:
+        c = self.chunking
+        assert c is not None
+        threads = [
+            threading.Thread(
+                target=self._chunk_worker, args=(i, errors), name=f"chunks/{i}", daemon=True
+            )
+            for i in range(max(1, c.workers))
+        ]
+        for th in threads:
+            th.start()
+        return threads
+
     def _watch_chunks(
         self,
         c: Chunking,
@@ -679,7 +687,11 @@ class Pipeline(Children):
         errors: list[BaseException],
     ) -> None:
         """The job's progress (summed over its chunks) until every chunk is done; raises when
-        one fails for good, a chunk thread fails, or the job is stopped."""
+        one fails for good, a chunk thread fails, or the job is stopped. A chunk that comes
+        back to the queue after the job's own threads ran out of chunks (another worker's
+        attempt failed, or that worker died) is taken by new threads (``threads`` is
+        extended): otherwise only a free worker would take it, and a busy or paused queue
+        has none."""
         total = sum(t.frames for t in tasks)
         started, base = time.monotonic(), None
         while True:
@@ -702,6 +714,8 @@ class Pipeline(Children):
             alive = [th for th in threads if th.is_alive()]
             if not alive and all(r.state == "done" for r in rows):
                 break
+            if not alive and any(r.state == "queued" for r in rows):
+                threads += self._start_chunk_threads(errors)
             if alive:  # back at once when the last local chunk ends, not up to 0.5 s later
                 alive[0].join(timeout=0.5)
             else:

@@ -593,6 +593,60 @@ def test_chunks_of_a_run_stopped_before_a_preset_edit_are_not_taken(
     store.close()
 
 
+def test_a_chunk_given_back_after_the_jobs_own_threads_ended_is_taken_again(
+    tmp_path: Path, test_presets: Path
+) -> None:
+    """Another worker (a daemon's helper) holds one chunk when the job's own thread runs out
+    of chunks and ends; that worker's attempt then fails and the chunk goes back to the
+    queue. The job takes it again itself and delivers: it does not wait for a free worker,
+    which a busy or paused queue never has (it hung there)."""
+    from daemon.engine.chunks import ChunkRow, ChunkStore
+    from daemon.engine.finish import Engine
+    from daemon.engine.pipeline import Chunking
+
+    class Helped(ChunkStore):
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.held: ChunkRow | None = None
+            self.claims: list[tuple[str, int]] = []
+
+        def claim(self, worker: str, **kw: object) -> ChunkRow | None:
+            if self.held is None:  # the helper takes one before the job's thread starts
+                self.held = super().claim("helper", job="job")
+            row = super().claim(worker, **kw)  # type: ignore[arg-type]
+            if row is not None:
+                self.claims.append((worker, row.index))
+            elif self.held is not None and not any(w == "helper" for w, _ in self.claims):
+                self.claims.append(("helper", self.held.index))
+                held = self.held  # after the job's thread has ended: the helper fails it
+                threading.Timer(
+                    1.0, lambda: self.failed(held, "helper's encoder died", max_attempts=3)
+                ).start()
+            return row
+
+    src = make_clip(tmp_path / "clip.mp4", seconds=3.0, audio=False)
+    store = Helped(tmp_path / "chunks.db")
+    engine = Engine(find_preset("small-colour"), work_root=tmp_path / "work")
+    chunking = Chunking(store=store, job="job", seconds=1.0, worker="owner")
+    outcome: list[object] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(engine.finish(src, tmp_path / "out.mkv", chunking=chunking))
+    )
+    runner.start()
+    runner.join(timeout=120)
+    if runner.is_alive():  # the bug: stop the job before failing the test
+        engine.cancel()
+        runner.join(timeout=30)
+    try:
+        assert outcome, "the job never finished: the chunk given back was not taken again"
+        assert store.held is not None
+        taken = [w for w, i in store.claims if i == store.held.index]
+        assert taken == ["helper", "owner"], store.claims
+        assert len(frame_hashes(tmp_path / "out.mkv")) == 36
+    finally:
+        store.close()
+
+
 BLANK_SCRIPT = """import vapoursynth as vs
 vs.core.std.BlankClip(width=64, height=36, length=30, format=vs.YUV420P8, fpsnum=24).set_output()
 """
