@@ -489,6 +489,17 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """A length in seconds for an option: 0 or more (``inf``: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
+
+
 def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """``--workers N`` device slots: one per GPU (or N on the CPU, sharing the cores)."""
     from daemon.engine.slots import count_gpus, plan_slots, usable_cores
@@ -784,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="parallel workers, each with its device slot: a GPU, or a share of the CPU cores",
     )  # fmt: skip
     p.add_argument(
-        "--chunk-seconds", type=float, default=20.0, metavar="S",
+        "--chunk-seconds", type=_seconds, default=20.0, metavar="S",
         help="split clips longer than 1.5*S seconds of output into chunks of about S s that "
         "the workers share, shorter (down to S/4) until each worker has about four "
         "(0: whole clips; default 20)",

@@ -63,6 +63,23 @@ def test_bad_output_paths_are_refused_before_any_work(
     assert not Path("/nonexistent").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("seconds", ["nan", "-5", "ten"])
+def test_a_bad_chunk_length_is_refused_before_any_work(
+    clip_factory, tmp_path: Path, env: dict[str, str], seconds: str
+) -> None:
+    """Not a traceback after the assessment (``nan`` reached the planner) or a silent
+    whole-clip run (a negative length)."""
+    src = clip_factory("o.mp4", size="160x90", fps="12", seconds=0.5)
+    out = tmp_path / "o-out.mp4"
+    res = finishline(
+        "process", str(src), "--preset", "small-x265", "-o", str(out), "--chunk-seconds", seconds,
+        env=env,
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"--chunk-seconds: {seconds!r} is not a number of seconds, 0 or more" in res.stderr
+    assert not out.exists()
+
+
 def test_queue_finds_the_running_daemon_and_edges_are_one_sentence(
     tmp_path: Path, env: dict[str, str]
 ) -> None:

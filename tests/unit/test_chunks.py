@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def test_snapping_never_makes_an_empty_or_backwards_chunk(seeks: list[int]) -> N
 
 def test_lengths_context_and_cut_mapping() -> None:
     assert chunk_length(20, 24) == 480 and chunk_length(0, 24) == 0
+    # no limit a clip can reach (a config's 1e308 s, ``inf``) is no chunking, not an error
+    for seconds in (-5.0, math.inf, 1e308, math.nan):
+        assert chunk_length(seconds, 24) == 0
     assert context_frames(rife=True, denoise_radius=0, stabilise=True) == 4
     assert context_frames(rife=True, denoise_radius=0, stabilise=False) == 1
     assert map_cuts([1.0, 2.5, 99.0], 24, 100) == [24, 60]

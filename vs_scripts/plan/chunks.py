@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -154,8 +155,9 @@ def next_chunk(states: Sequence[str], after: int | None = None) -> int | None:
 
 
 def chunk_length(seconds: float, fps: float) -> int:
-    """``chunk_seconds`` of output as frames (0: no chunking)."""
-    if seconds <= 0 or fps <= 0:
+    """``chunk_seconds`` of output as frames (0: no chunking, as for a length no clip
+    reaches: infinite, or beyond a float's range as frames)."""
+    if not (0 < seconds * fps < math.inf) or fps <= 0:
         return 0
     return max(1, round(seconds * fps))
 
