@@ -508,12 +508,18 @@ def _slots(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         from vs_scripts.plan.errors import AppError
 
         raise AppError("--workers must be 1 or more.")
-    gpus = count_gpus()
-    slots = plan_slots(workers=args.workers, gpus=gpus, cores=usable_cores())
-    if len(slots) < args.workers:  # one worker per GPU: more would share (and overfill) one
+    gpus, cores = count_gpus(), usable_cores()
+    slots = plan_slots(workers=args.workers, gpus=gpus, cores=cores)
+    if len(slots) < args.workers and gpus:  # one worker per GPU: more would overfill one
         print(
             f"--workers {args.workers}: this process may use {gpus} GPU(s), one worker each; "
             f"running {len(slots)} (the daemon's workers_per_gpu lets small models share one)",
+            file=sys.stderr,
+        )
+    elif len(slots) < args.workers:  # one worker per core: more would slice them thinner
+        print(
+            f"--workers {args.workers}: this process may use {cores} CPU core(s), one worker "
+            f"each; running {len(slots)}",
             file=sys.stderr,
         )
     return slots

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
 
 from daemon.core.errors import ToolMissingError
 
@@ -97,8 +98,52 @@ def pid_alive(pid: int) -> bool:
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: `taskset`, cgroups' cpusets), not
-    every core the machine has."""
+    every core the machine has, and no more than its cgroup's CPU quota (a container's
+    ``--cpus``, a Kubernetes limit, systemd's ``CPUQuota=``) gives it time for."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota(_read_text("/proc/self/cgroup") or "", _read_text)
+    return cores if quota is None else max(1, min(cores, math.ceil(quota - 0.01)))
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_quota(
+    cgroups: str, read: Callable[[str], str | None], root: str = "/sys/fs/cgroup"
+) -> float | None:
+    """The CPUs' worth of time the tightest CPU quota on this process's cgroup or an
+    ancestor allows (``cgroups``: /proc/self/cgroup; ``read``: a file's text or ``None``),
+    or ``None`` when none is set. cgroup v2 (``cpu.max``: ``QUOTA PERIOD`` or ``max``) and
+    v1 (``cpu.cfs_quota_us``, -1 for none, over ``cpu.cfs_period_us``)."""
+    limits: list[float] = []
+    for line in cgroups.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            base, v2 = root, True
+        elif "cpu" in controllers.split(","):
+            base, v2 = f"{root}/{controllers}", False
+        else:
+            continue
+        here = PurePosixPath(path or "/")
+        for folder in (here, *here.parents):  # a limit on an ancestor holds too
+            at = f"{base}{'' if str(folder) == '/' else folder}"
+            if v2:
+                fields = (read(f"{at}/cpu.max") or "").split()
+                quota, period = [*fields, "", ""][:2]
+            else:
+                quota = (read(f"{at}/cpu.cfs_quota_us") or "").strip()
+                period = (read(f"{at}/cpu.cfs_period_us") or "").strip()
+            with contextlib.suppress(ValueError, ZeroDivisionError):
+                if quota not in ("max", "-1") and float(quota) > 0:
+                    limits.append(float(quota) / float(period))
+    return min(limits) if limits else None

@@ -244,6 +244,13 @@ class Daemon:
         cluster = self._cluster(queue)
         if cluster is not None:
             slots = self._head_slots()
+        elif len(slots) < self.cfg.workers:
+            log.warning(
+                "workers = %d: running %d, one per %s (more would share and overfill them)",
+                self.cfg.workers,
+                len(slots),
+                "GPU slot (see workers_per_gpu)" if slots[0].gpu is not None else "CPU core",
+            )
         n_workers = len(slots)
         log.info(
             "finishline daemon: root %s, %d worker(s), presets %s, log %s%s",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core.tools import cpu_quota
 from daemon.engine.chunks import mov_video_samples
 from daemon.engine.slots import Slot, plan_slots, visible_gpus
 from vs_scripts.plan.chunks import (
@@ -156,6 +157,32 @@ def test_slots_share_the_cores_and_pin_the_gpus() -> None:
     ]  # fmt: skip
     assert [s.gpu for s in plan_slots(workers=3, gpus=4, cores=4)] == [0, 1, 2]
     assert plan_slots(cores=1) == [Slot("cpu0", None, 1)]
+    # one CPU slot per core at most: eight workers on two cores would each start threads
+    # on the same two
+    assert plan_slots(workers=8, cores=2) == [Slot("cpu0", None, 1), Slot("cpu1", None, 1)]
+
+
+def test_a_cgroup_cpu_quota_limits_the_cores() -> None:
+    """A container's ``--cpus 1.5`` (a quota, not a cpuset: every core stays in the
+    affinity mask) gives the slots 2 cores' budget, not the host's 64; the tightest limit on
+    the cgroup or an ancestor holds, in cgroup v2 and v1."""
+    v2 = {
+        "/sys/fs/cgroup/cpu.max": "max 100000\n",
+        "/sys/fs/cgroup/kubepods/cpu.max": "800000 100000\n",
+        "/sys/fs/cgroup/kubepods/pod1/cpu.max": "150000 100000\n",
+    }
+    assert cpu_quota("0::/kubepods/pod1\n", v2.get) == 1.5
+    assert cpu_quota("0::/kubepods\n", v2.get) == 8.0
+    assert cpu_quota("0::/\n", v2.get) is None  # max: no quota
+    v1 = {
+        "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000\n",
+        "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    }
+    assert cpu_quota("4:memory:/docker/abc\n12:cpu,cpuacct:/docker/abc\n", v1.get) == 2.0
+    # nothing readable, or nonsense: no quota (the affinity mask alone counts)
+    assert cpu_quota("", {}.get) is None and cpu_quota("junk", {}.get) is None
+    assert cpu_quota("0::/", {"/sys/fs/cgroup/cpu.max": "abc def"}.get) is None
 
 
 @pytest.mark.parametrize(("slot", "cuda"), [(Slot("gpu1", 1, 4), "1"), (Slot("cpu0", None, 2), "")])
