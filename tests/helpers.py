@@ -174,3 +174,13 @@ def timestamps(path: Path) -> list[str]:
     cmd = ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time"]
     cmd += ["-of", "csv=p=0", str(path)]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+
+
+def hosts_of(pid: int) -> set[int]:
+    """The warm host processes (python -m daemon.engine.host) the daemon ``pid`` started."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    return {
+        int(line.split()[0])
+        for line in out.splitlines()[1:]
+        if line.split()[1] == str(pid) and "daemon.engine.host" in line
+    }

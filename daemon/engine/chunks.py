@@ -247,6 +247,16 @@ class ChunkStore:
                 (frame, fps, time.time(), row.job, row.index),
             )
 
+    def holds(self, row: ChunkRow) -> bool:
+        """Whether ``row``'s worker still runs its chunk (not once its job was cancelled or
+        failed and forgot its chunks, or the chunk was put back)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT 1 FROM chunks WHERE job=? AND idx=? AND state='running' AND worker IS ?",
+                (row.job, row.index, row.worker),
+            ).fetchone()
+        return found is not None
+
     def done(self, row: ChunkRow) -> None:
         """``row``'s chunk is done, if this worker still holds it (not once it was put back,
         or its job forgotten or planned anew)."""

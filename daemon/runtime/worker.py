@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import shlex
+import shutil
 import sqlite3
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from daemon.core.artifacts import ClipPlan
 from daemon.core.errors import AppError
 from daemon.core.files import atomic_write, move_safely, short_name, unique_path
-from daemon.engine.chunks import ChunkStore, ChunkTask
+from daemon.engine.chunks import ChunkRow, ChunkStore, ChunkTask
 from daemon.engine.finish import Engine
 from daemon.engine.host import WarmHost, use_hosts
 from daemon.engine.pipeline import (
@@ -102,18 +103,39 @@ class Worker:
         self._helped = (row.job, row.index)  # its host goes on from there next time
         self.queue.set_worker_device(None, self.name, self.slot.device)
         log.info("taking chunk %d of %s", row.index, row.job)
+        ended = self._chunk_dropped(row)
         with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back
             if use_hosts():
                 run_claimed_chunk(
                     self.chunks, row, None, max_attempts=self.cfg.max_attempts,
-                    run_task=stoppable(self._on_host, self.stop.is_set),
+                    run_task=stoppable(self._on_host, lambda: self.stop.is_set() or ended()),
                 )  # fmt: skip
             else:
-                runner = Children(should_stop=self.stop.is_set, env=self.slot.env())
+                runner = Children(
+                    should_stop=lambda: self.stop.is_set() or ended(), env=self.slot.env()
+                )
                 run_claimed_chunk(
                     self.chunks, row, runner._run_pipe, max_attempts=self.cfg.max_attempts
                 )
         return True
+
+    def _chunk_dropped(self, row: ChunkRow) -> Callable[[], bool]:
+        """Whether the helped job let ``row`` go (cancelled by the user, or failed on another
+        chunk: its chunks are forgotten), asked of the queue at most once a second: then the
+        chunk stops at once instead of rendering to its end for nothing."""
+        asked, dropped = [0.0], [False]
+
+        def check() -> bool:
+            now = time.monotonic()
+            if not dropped[0] and now - asked[0] >= 1.0:
+                asked[0] = now
+                with contextlib.suppress(sqlite3.Error):  # a busy database: ask again later
+                    dropped[0] = not self.chunks.holds(row)
+                if dropped[0]:
+                    log.info("chunk %d of %s: its job ended; stopping it", row.index, row.job)
+            return dropped[0]
+
+        return check
 
     def _on_host(self, task: ChunkTask, on_progress: Callable[[int, float], None]) -> None:
         """Run a chunk on this worker's warm host (a progress callback that raises stops the
@@ -517,6 +539,9 @@ class Worker:
         """File the source in ``failed/`` beside a report and record the failure."""
         with contextlib.suppress(sqlite3.Error):  # its chunks are not worth anyone's time now
             self.chunks.forget(f"job-{job.id}")
+        if self.current is not None:  # nor their files: a retry runs the source from failed/,
+            # in another work folder (they would stay here for good, the size of the output)
+            shutil.rmtree(self.current.work_dir(src) / "chunks", ignore_errors=True)
         report, message = self.file_failure(
             job, src, rel, message, exc, cancelled=state is JobState.CANCELLED
         )

@@ -21,6 +21,7 @@ from daemon.runtime.reader import QueueReader
 from daemon.runtime.states import JobState
 from tests.conftest import ffmpeg, make_clip
 from tests.helpers import BIN, finishline, frame_hashes, streams, timestamps, wait_for
+from tests.helpers import hosts_of as daemon_hosts
 
 
 def cut_clip(path: Path, seconds: float = 1.5) -> Path:
@@ -208,6 +209,71 @@ def test_two_workers_finish_two_short_clips_at_once(tmp_path: Path, env: dict[st
     assert len(out.decode().split()) == 3
 
 
+def chunking_daemon(tmp_path: Path, workers: int = 1) -> tuple[Path, Path]:
+    """A daemon's root and config: ``workers`` workers, 1 s chunks of slow-x265."""
+    root = tmp_path / "root"
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'root = "{root}"\nworkers = {workers}\nsettle_seconds = 0.5\nbatch_window = 1.0\n'
+        'chunk_seconds = 1.0\npresets = ["slow-x265"]\nmax_attempts = 3\n'
+    )
+    return root, config
+
+
+def start_daemon(
+    tmp_path: Path, root: Path, config: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [str(BIN / "finishline"), "daemon", "--config", str(config)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "daemon.log").open("ab"),
+    )  # fmt: skip
+    wait_for(lambda: (root / "queue.db").exists() and (root / "hot" / "slow-x265").is_dir(), 30)
+    return proc
+
+
+def job_chunks(root: Path, job: int = 1):  # type: ignore[no-untyped-def]
+    """Job ``job``'s chunks (live, or as kept after it) and the job."""
+    r = QueueReader(root / "queue.db")
+    try:
+        return r.chunks(job), r.get(job)
+    finally:
+        r.close()
+
+
+def test_a_chunked_job_cancelled_keeps_its_chunk_list_not_its_chunk_files(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A user cancels a chunked daemon job after some chunks are done: every chunk stops,
+    the helping worker's too (it rendered its chunk to the end), its source is filed in
+    failed/, ``queue show`` still lists its chunks, and their files (the size of the output)
+    are not left in the work folder, where a retry (run from failed/, in another folder)
+    would never take them."""
+    root, config = chunking_daemon(tmp_path, workers=2)
+    daemon = start_daemon(tmp_path, root, config, env)
+    try:
+        src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=5.0)
+        (root / "hot" / "slow-x265" / "long.mp4").write_bytes(src.read_bytes())
+        wait_for(lambda: any(c.state == "done" for c in job_chunks(root)[0]), 240, "a chunk")
+        cfg = ["--config", str(config)]
+        assert finishline("queue", "cancel", "1", *cfg, env=env).returncode == 0
+        wait_for(lambda: job_chunks(root)[1].state is JobState.CANCELLED, 120, "the cancel")
+        wait_for(
+            lambda: not any(encoding(h) for h in daemon_hosts(daemon.pid)), 10, "chunks stopped"
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    rows, job = job_chunks(root)
+    assert (root / "failed" / "slow-x265" / "long.mp4").exists()
+    assert any(c.state == "done" for c in rows) and len(rows) >= 3, rows
+    shown = finishline("queue", "show", "1", *cfg, env=env).stdout
+    assert re.search(r"^ +0 +0-\d+ +done ", shown, re.M), shown
+    work = Path(job.work_dir)
+    assert work.is_dir() and not (work / "chunks").exists()
+    assert not [p for p in work.rglob("*") if p.suffix in (".mov", ".mkv")]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     tmp_path: Path, env: dict[str, str], sig: signal.Signals
@@ -216,28 +282,13 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     are not redone, one output is delivered, and nothing but the job's files is left. A kill
     counts a try against the job and each chunk in flight; a SIGTERM puts them back
     untried."""
-    root = tmp_path / "root"
-    config = tmp_path / "daemon.toml"
-    config.write_text(
-        f'root = "{root}"\nworkers = 1\nsettle_seconds = 0.5\nbatch_window = 1.0\n'
-        'chunk_seconds = 1.0\npresets = ["slow-x265"]\nmax_attempts = 3\n'
-    )
+    root, config = chunking_daemon(tmp_path)
 
     def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [str(BIN / "finishline"), "daemon", "--config", str(config)],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "daemon.log").open("ab"),
-        )  # fmt: skip
-        wait_for(lambda: (root / "queue.db").exists() and (root / "hot" / "slow-x265").is_dir(), 30)
-        return proc
+        return start_daemon(tmp_path, root, config, env)
 
     def chunks():  # type: ignore[no-untyped-def]
-        r = QueueReader(root / "queue.db")
-        try:
-            return r.chunks(1), r.get(1)
-        finally:
-            r.close()
+        return job_chunks(root)
 
     daemon = start()
     src = make_clip(tmp_path / "long.mp4", size="320x180", fps="24", seconds=5.0)

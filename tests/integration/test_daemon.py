@@ -17,7 +17,7 @@ import pytest
 from daemon.runtime.queue import Queue
 from daemon.runtime.states import JobState
 from tests.conftest import DATA, make_clip
-from tests.helpers import finishline, streams, wait_for
+from tests.helpers import finishline, hosts_of, streams, wait_for
 
 BIN = Path(sys.executable).parent
 PRESET = "small-x265"
@@ -88,16 +88,6 @@ def runner(tmp_path: Path) -> Iterator[DaemonRunner]:
 def children_of(pid: int) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,ppid,comm"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()[1:] if line.split()[1] == str(pid)]
-
-
-def hosts_of(pid: int) -> set[int]:
-    """The warm host processes (python -m daemon.engine.host) the daemon ``pid`` started."""
-    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    return {
-        int(line.split()[0])
-        for line in out.splitlines()[1:]
-        if line.split()[1] == str(pid) and "daemon.engine.host" in line
-    }
 
 
 def alive(pid: int) -> bool:
