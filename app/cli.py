@@ -276,7 +276,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _queue_list(q, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
-    from app.format import fmt_eta
+    from app.format import chunk_line, fmt_eta
     from daemon.runtime.states import JobState
 
     states = tuple(JobState(s) for s in args.state) if args.state else ()
@@ -299,6 +299,8 @@ def _queue_list(q, args: argparse.Namespace) -> None:  # type: ignore[no-untyped
         )
         if j.state == "running" and j.worker:
             print(f"      on {j.worker} {devices.get(j.worker, '')}".rstrip())
+        if j.state == "running" and (line := chunk_line(q.chunks(j.id), devices)):
+            print(f"      {line}")  # the helpers running some of its chunks too
         if j.note and j.state in ("queued", "running"):
             print(f"      {j.note}")
         if j.error and j.state != "done":

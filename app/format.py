@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -48,3 +50,37 @@ def png_size(path: Path) -> tuple[int, int] | None:
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def short_worker(name: str) -> str:
+    """A worker's name without its machine and process (``host:pid:w0`` -> ``w0``) and
+    without the slot it placed a chunk on (``...@gpu1``)."""
+    return name.split("@")[0].rsplit(":", 1)[-1]
+
+
+def worker_cell(worker: str | None, devices: Mapping[str, str]) -> str:
+    """A running job's worker and the kind of its device, for a table cell: ``w0 cuda:1``."""
+    if not worker:
+        return ""
+    device = devices.get(worker, "").split(" ")[0]
+    return f"{short_worker(worker)} {device}".rstrip()
+
+
+def chunk_line(rows: Sequence[Any], devices: Mapping[str, str]) -> str:
+    """One line on a job's chunks (rows with ``state`` and ``worker``): how many are done
+    and which workers run the others now, each with its device (a helper as well as the
+    job's own worker); empty for a job that is not chunked."""
+    if not rows:
+        return ""
+    done = sum(r.state == "done" for r in rows)
+    failed = sum(r.state == "failed" for r in rows)
+    line = f"chunks: {done} of {len(rows)} done" + (f", {failed} failed" if failed else "")
+    running = sorted(
+        {r.worker.split("@")[0] for r in rows if r.state == "running" and r.worker},
+        key=short_worker,
+    )
+    if running:
+        line += "; running on " + ", ".join(
+            f"{short_worker(w)} {devices.get(w, '')}".rstrip() for w in running
+        )
+    return line

@@ -13,8 +13,8 @@ import os
 import re
 import shutil
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual import events, on, work
@@ -46,7 +46,7 @@ from textual.widgets import (
 from textual_image.widget import Image as StillImage
 from textual_image.widget import get_cell_size  # the cell size textual-image draws with
 
-from app.format import fit_cells, fmt_eta, png_size, tilde
+from app.format import chunk_line, fit_cells, fmt_eta, png_size, tilde, worker_cell
 from app.preset_form import OrderedTextArea, PresetForm, apply_edit
 from daemon.core.artifacts import (
     SCRIPT,
@@ -56,6 +56,7 @@ from daemon.core.artifacts import (
     read_result,
     still_beside,
 )
+from daemon.engine.chunks import ChunkRow
 from daemon.engine.presets import list_presets, save_preset_text
 from daemon.runtime.logs import read_log
 from daemon.runtime.queue import Queue
@@ -84,6 +85,7 @@ class Snapshot:
     paused: bool
     error: str | None = None
     problems: tuple[str, ...] = ()  # hot folders / files the daemon's intake leaves alone
+    devices: Mapping[str, str] = field(default_factory=dict)  # worker -> its device slot
 
 
 SCREEN_KEYS = "1 queue  2 logs  3 presets (F1-F3 in text fields)"
@@ -158,14 +160,16 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("priority", "pri", 3),
     ("attempts", "try", 3),
     ("stage", "stage", 8),
+    ("worker", "worker", 10),
     ("frames", "frames", 11),
     ("preset", "preset", 14),
     ("batch", "batch", 5),
 )
 
 
-def job_cells(job: Job) -> tuple[str, ...]:
-    """The table cells of one job, in :data:`COLUMNS` order."""
+def job_cells(job: Job, devices: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The table cells of one job, in :data:`COLUMNS` order (``devices``: worker name ->
+    its device slot)."""
     progress = f"{bar(job.progress, 5)} {round(job.progress * 100):3d}%" if job.total else ""
     return (
         str(job.id),
@@ -177,6 +181,7 @@ def job_cells(job: Job) -> tuple[str, ...]:
         str(job.priority),
         str(job.attempts),
         job.stage,
+        worker_cell(job.worker, devices or {}) if job.state == "running" else "",
         f"{job.frame}/{job.total}" if job.total else "",
         job.preset,
         str(job.batch_id or ""),
@@ -245,14 +250,14 @@ class QueueScreen(Screen):
             "preset": lambda j: (j.preset, j.id),
         }[self.sort_key]
         jobs.sort(key=key)
-        self._update_rows(jobs)
+        self._update_rows(jobs, snap.devices)
 
-    def _update_rows(self, jobs: list[Job]) -> None:
+    def _update_rows(self, jobs: list[Job], devices: Mapping[str, str]) -> None:
         """Change the table in place, row by row (keyed by job id), so the cursor and the
         scroll position stay where the user put them."""
         table = self.query_one("#jobs", DataTable)
         selected = self.selected_id()
-        wanted = {str(j.id): job_cells(j) for j in jobs}
+        wanted = {str(j.id): job_cells(j, devices) for j in jobs}
         for row_key in [k for k in table.rows if k.value not in wanted]:
             table.remove_row(row_key)
         columns = [key for key, _, _ in COLUMNS]
@@ -372,7 +377,9 @@ class JobScreen(Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        self._state = ""  # the job's state when its screen was last filled
         self.load()
+        self.set_interval(1.0, self.follow)
 
     @work(
         thread=True,
@@ -387,6 +394,37 @@ class JobScreen(Screen):
         if job is None:
             self.app.call_from_thread(self.notify, f"job {self.job_id} is gone", severity="error")
             return
+        facts, script, still = self._facts(app, job)
+        lines = app.log_lines(job_filter=job.id, limit=300)
+        error = job.report or job.error or "no error"
+        self._state = str(job.state)
+        self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines, still)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="job-follow",
+        description="follow the job",
+    )
+    def follow(self) -> None:
+        """Once a second: a queued or running job's facts (its worker and device, its chunks
+        and who runs them, its stage), and everything again when its state changes (its
+        error, log and still); the script and log tabs stay as the user scrolled them."""
+        app: FinishlineApp = self.app  # type: ignore[assignment]
+        job = app.job(self.job_id)
+        if job is None or not self._state:
+            return
+        if str(job.state) != self._state:
+            self.app.call_from_thread(self.load)
+        elif job.state in ("queued", "running"):
+            facts, _, _ = self._facts(app, job)
+            self.app.call_from_thread(
+                self.query_one("#facts-text", Static).update, "\n".join(facts)
+            )
+
+    def _facts(self, app: FinishlineApp, job: Job) -> tuple[list[str], str, Path | None]:
+        """The Facts tab's lines, the script and the still, read from the job's files."""
         facts = [
             f"{job.name}  (job {job.id}, preset {job.preset}, batch {job.batch_id})",
             f"state {job.state}, stage {job.stage}, attempts {job.attempts}",
@@ -395,8 +433,12 @@ class JobScreen(Screen):
         ]
         if job.note and job.state in ("queued", "running"):
             facts.insert(2, f"waiting: {job.note}")
-        if job.worker and job.state == "running":
-            facts.insert(2, f"on {job.worker} {app.devices().get(job.worker, '')}".rstrip())
+        if job.state == "running":
+            devices = app.devices()
+            if line := chunk_line(app.chunks(job.id), devices):
+                facts.insert(2, line)
+            if job.worker:
+                facts.insert(2, f"on {job.worker} {devices.get(job.worker, '')}".rstrip())
         batch = app.batch(job.batch_id)
         if batch is not None and batch.assembly_state not in ("", "none"):
             facts.append(
@@ -428,9 +470,7 @@ class JobScreen(Screen):
             self._still_pixels = png_size(still) if still is not None else None
             if self._still_pixels is None:
                 still = None  # not a PNG we can read: say there is none
-        lines = app.log_lines(job_filter=job.id, limit=300)
-        error = job.report or job.error or "no error"
-        self.app.call_from_thread(self._fill, "\n".join(facts), script, error, lines, still)
+        return facts, script, still
 
     def _fill(
         self, facts: str, script: str, error: str, lines: list[str], still: Path | None = None
@@ -938,8 +978,9 @@ class FinishlineApp(App):
             alive, pid, _ = q.daemon_status()
             problems = tuple(f"{k}: {v}" for k, v in sorted(q.intake_problems().items()))
             snap = Snapshot(
-                tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused, None, problems
-            )
+                tuple(q.jobs(limit=2000)), q.counts(), alive, pid, q.paused, None, problems,
+                q.devices(),
+            )  # fmt: skip
         except Exception as exc:  # daemon restarting, db missing, locked: show it, retry
             self._reader = None
             snap = Snapshot(self.snapshot.jobs, self.snapshot.counts, False, None, False, str(exc))
@@ -985,6 +1026,13 @@ class FinishlineApp(App):
             return self.queue().devices()
         except Exception:
             return {}
+
+    def chunks(self, job_id: int) -> list[ChunkRow]:
+        """A job's chunks (read-only): none for a job that is not chunked."""
+        try:
+            return self.queue().chunks(job_id)
+        except Exception:
+            return []
 
     def job(self, job_id: int | None) -> Job | None:
         if job_id is None:

@@ -300,6 +300,7 @@ def test_kill_9_mid_chunks_redoes_only_the_chunks_in_flight(
     cfg = ["--config", str(config)]
     listing = finishline("queue", "list", *cfg, env=env).stdout
     assert re.search(r"\n +on \S+:w0 cpu \(\d+ threads\)\n", listing), listing
+    assert re.search(r"\n +chunks: \d+ of \d+ done", listing), listing
     shown = finishline("queue", "show", "1", *cfg, env=env).stdout
     assert re.search(r"device: cpu \(\d+ threads\)", shown), shown
     chunk_line = re.compile(r"^ +(\d+) +(\d+)-(\d+) +(\w+) +(\d+) .*  (\S+)$", re.M)

@@ -248,6 +248,48 @@ async def test_job_screen_shows_error_and_log(seeded: Path) -> None:
         assert isinstance(app.screen, QueueScreen)
 
 
+async def test_who_runs_a_job_and_its_chunks_is_shown_and_kept_current(seeded: Path) -> None:
+    """The queue table's worker column, and on the job's screen its worker and device and a
+    line on its chunks: how many are done and which workers (a helper too) run the others;
+    that line follows the chunks while the screen stays open."""
+    from daemon.engine.chunks import ChunkStore, ChunkTask
+
+    q = Queue(seeded / "queue.db")
+    running = next(j for j in q.jobs() if j.name == "running.mp4")
+    q.set_worker_device(running.id, "w", "cuda:0 (8 threads)")
+    q.set_worker_device(None, "vm:7:w1", "cuda:1 (8 threads)")
+    q.close()
+    store = ChunkStore(seeded / "queue.db")
+    job = f"job-{running.id}"
+    store.plan(job, "k", [ChunkTask(i, 40 * i, 40 * i + 40, [], [], "", "") for i in range(3)])
+    own = store.claim("w@host", job=job)
+    helped = store.claim("vm:7:w1", job=job)
+    assert own is not None and helped is not None
+    app = make_app(seeded / "queue.db", root=seeded, poll=60)
+    try:
+        async with app.run_test(size=(140, 30)) as pilot:
+            await settle(pilot, app)
+            table = app.screen.query_one("#jobs", DataTable)
+            assert table.get_cell(str(running.id), "worker") == "w cuda:0"
+            assert table.get_cell(str(running.id - 1), "worker") == ""  # the queued one
+            select_row(app, "running.mp4")
+            await pilot.press("enter")
+            await loaded(pilot, app)
+            facts = str(app.screen.query_one("#facts-text").render())
+            assert "on w cuda:0 (8 threads)" in facts, facts
+            assert (
+                "chunks: 0 of 3 done; running on w cuda:0 (8 threads), w1 cuda:1 (8 threads)"
+                in facts
+            ), facts
+            store.done(own)
+            await pilot.pause(1.5)  # the screen follows the job once a second
+            await app.workers.wait_for_complete()
+            facts = str(app.screen.query_one("#facts-text").render())
+            assert "chunks: 1 of 3 done; running on w1 cuda:1 (8 threads)" in facts, facts
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def preset_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "presets"
