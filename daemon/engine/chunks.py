@@ -218,7 +218,10 @@ class ChunkStore:
         index of the chunk this worker's host ran last."""
         with self._tx() as db:
             if job is None:
-                queued = "SELECT DISTINCT job FROM chunks WHERE state='queued' ORDER BY job"
+                # the oldest job first: a daemon's keys are job-N, and job-9 is before job-10
+                queued = (
+                    "SELECT DISTINCT job FROM chunks WHERE state='queued' ORDER BY length(job), job"
+                )
                 jobs = [r[0] for r in db.execute(queued)]
                 if not jobs:
                     return None

@@ -246,6 +246,12 @@ def test_chunk_claims_keep_each_host_on_consecutive_chunks(tmp_path: Path) -> No
     plan("c", 2)
     first = store.claim("helper", after=("c", 7))
     assert first is not None and (first.job, first.index) == ("c", 0)
+    plan("job-10", 1)
+    plan("job-9", 1)
+    store.forget("b")
+    store.forget("c")
+    oldest = store.claim("helper")
+    assert oldest is not None and oldest.job == "job-9"  # not job-10, which sorts first as text
     store.close()
 
 
