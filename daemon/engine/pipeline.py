@@ -1106,6 +1106,10 @@ def run_claimed_chunk(
         store.requeue(row)
         raise
     except Exception as exc:
+        if not store.holds(row):  # its job let it go meanwhile (cancelled, or failed on
+            # another chunk, its files removed): not this chunk's failure, nothing to put back
+            log.info("chunk %d of %s stopped: its job no longer needs it", row.index, row.job)
+            return False
         detail = exc.report() if isinstance(exc, EncodeError) else repr(exc)
         if store.failed(row, f"{exc}\n{detail}", max_attempts=max_attempts):
             log.error("chunk %d of %s failed for good: %s", row.index, row.job, exc)

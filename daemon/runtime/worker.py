@@ -537,14 +537,20 @@ class Worker:
         state: JobState,
     ) -> None:
         """File the source in ``failed/`` beside a report and record the failure."""
+        forgotten = False
         with contextlib.suppress(sqlite3.Error):  # its chunks are not worth anyone's time now
             self.chunks.forget(f"job-{job.id}")
-        if self.current is not None:  # nor their files: a retry runs the source from failed/,
-            # in another work folder (they would stay here for good, the size of the output)
-            shutil.rmtree(self.current.work_dir(src) / "chunks", ignore_errors=True)
+            forgotten = True
+        chunk_files = self.current.work_dir(src) / "chunks" if self.current else None
         report, message = self.file_failure(
             job, src, rel, message, exc, cancelled=state is JobState.CANCELLED
         )
+        if chunk_files is not None and forgotten and not src.exists():
+            # nor their files, once the source has moved to failed/: a retry runs it from
+            # there, in another work folder, and would never take them (they would stay here
+            # for good, the size of the output). A source that was in failed/ already (a
+            # retry failing again) keeps its folder, and the next retry its finished chunks.
+            shutil.rmtree(chunk_files, ignore_errors=True)
         self._hold(
             lambda: self.queue.transition(
                 job.id,

@@ -678,16 +678,20 @@ def test_a_chunk_given_back_after_the_jobs_own_threads_ended_is_taken_again(
 
     src = make_clip(tmp_path / "clip.mp4", seconds=3.0, audio=False)
     store = Helped(tmp_path / "chunks.db")
-    engine = Engine(find_preset("small-colour"), work_root=tmp_path / "work")
+    stop = threading.Event()
+    engine = Engine(
+        find_preset("small-colour"), work_root=tmp_path / "work", should_stop=stop.is_set
+    )
     chunking = Chunking(store=store, job="job", seconds=1.0, worker="owner")
     outcome: list[object] = []
     runner = threading.Thread(
-        target=lambda: outcome.append(engine.finish(src, tmp_path / "out.mkv", chunking=chunking))
+        target=lambda: outcome.append(engine.finish(src, tmp_path / "out.mkv", chunking=chunking)),
+        daemon=True,
     )
     runner.start()
     runner.join(timeout=120)
     if runner.is_alive():  # the bug: stop the job before failing the test
-        engine.cancel()
+        stop.set()
         runner.join(timeout=30)
     try:
         assert outcome, "the job never finished: the chunk given back was not taken again"
