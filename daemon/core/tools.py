@@ -129,21 +129,33 @@ def cpu_quota(
             continue
         _, controllers, path = parts
         if controllers == "":
-            base, v2 = root, True
+            bases, v2 = [root], True
         elif "cpu" in controllers.split(","):
-            base, v2 = f"{root}/{controllers}", False
+            # v1's mount is named in the kernel's order (cpu,cpuacct), which /proc's line need
+            # not follow (cpuacct,cpu on CentOS 7); systemd and runc link it as cpu
+            bases, v2 = [f"{root}/cpu", f"{root}/{controllers}"], False
         else:
             continue
         here = PurePosixPath(path or "/")
-        for folder in (here, *here.parents):  # a limit on an ancestor holds too
-            at = f"{base}{'' if str(folder) == '/' else folder}"
-            if v2:
-                fields = (read(f"{at}/cpu.max") or "").split()
-                quota, period = [*fields, "", ""][:2]
-            else:
-                quota = (read(f"{at}/cpu.cfs_quota_us") or "").strip()
-                period = (read(f"{at}/cpu.cfs_period_us") or "").strip()
-            with contextlib.suppress(ValueError, ZeroDivisionError):
-                if quota not in ("max", "-1") and float(quota) > 0:
-                    limits.append(float(quota) / float(period))
+        for base in bases:
+            for folder in (here, *here.parents):  # a limit on an ancestor holds too
+                limit = _quota_at(f"{base}{'' if str(folder) == '/' else folder}", v2, read)
+                if limit is not None:
+                    limits.append(limit)
     return min(limits) if limits else None
+
+
+def _quota_at(folder: str, v2: bool, read: Callable[[str], str | None]) -> float | None:
+    if v2:
+        quota, period = [*(read(f"{folder}/cpu.max") or "").split(), "", ""][:2]
+    else:
+        quota = (read(f"{folder}/cpu.cfs_quota_us") or "").strip()
+        period = (read(f"{folder}/cpu.cfs_period_us") or "").strip()
+    try:
+        return (
+            float(quota) / float(period)
+            if quota not in ("max", "-1") and float(quota) > 0
+            else None
+        )
+    except (ValueError, ZeroDivisionError):
+        return None

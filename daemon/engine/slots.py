@@ -58,13 +58,19 @@ class Slot:
 
 
 def plan_slots(
-    *, workers: int = 0, gpus: int = 0, workers_per_gpu: int = 1, cores: int = 1
+    *,
+    workers: int = 0,
+    gpus: int = 0,
+    workers_per_gpu: int = 1,
+    cores: int = 1,
+    per_core: bool = True,
 ) -> list[Slot]:
     """The slots of one machine (pure). With GPUs: ``workers_per_gpu`` slots per GPU (0
     ``workers``: all of them; otherwise the first ``workers``, GPUs taken in turn). Without:
-    ``workers`` CPU slots (0: one), at most one per core (more would only slice the same
-    cores thinner, each slot's children still starting their threads). The cores are shared
-    out so the budgets add up to ``cores`` (each slot at least one thread)."""
+    ``workers`` CPU slots (0: one), at most one per core unless not ``per_core`` (more
+    encoders would only slice the same cores thinner; a cluster's head, whose workers mostly
+    wait on the cluster, may run more). The cores are shared out so the budgets add up to
+    ``cores`` (each slot at least one thread)."""
     cores = max(1, cores)
     if gpus > 0:
         per = max(1, workers_per_gpu)
@@ -76,7 +82,7 @@ def plan_slots(
             Slot(f"gpu{g}" + (f".{k}" if per > 1 else ""), g, shares[i])
             for i, (g, k) in enumerate(chosen)
         ]
-    n = min(max(1, workers), cores)
+    n = min(max(1, workers), cores) if per_core else max(1, workers)
     return [Slot(f"cpu{i}", None, t) for i, t in enumerate(_share(cores, n))]
 
 

@@ -317,7 +317,9 @@ class Daemon:
     def _head_slots(self) -> list[Slot]:
         """With a cluster, this machine only assesses, checks scripts, muxes and verifies:
         ``workers`` jobs at once (0: two), sharing its cores, no GPU."""
-        return plan_slots(workers=self.cfg.workers or 2, gpus=0, cores=usable_cores())
+        return plan_slots(
+            workers=self.cfg.workers or 2, gpus=0, cores=usable_cores(), per_core=False
+        )
 
     def _loop(self, intake: Intake, queue: Queue) -> None:
         """The main thread: never waits on a file, beats every 0.25 s."""

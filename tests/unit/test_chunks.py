@@ -160,6 +160,8 @@ def test_slots_share_the_cores_and_pin_the_gpus() -> None:
     # one CPU slot per core at most: eight workers on two cores would each start threads
     # on the same two
     assert plan_slots(workers=8, cores=2) == [Slot("cpu0", None, 1), Slot("cpu1", None, 1)]
+    # a cluster's head: its workers mostly wait on the cluster, so two share one core
+    assert len(plan_slots(workers=2, cores=1, per_core=False)) == 2
 
 
 def test_a_cgroup_cpu_quota_limits_the_cores() -> None:
@@ -180,6 +182,9 @@ def test_a_cgroup_cpu_quota_limits_the_cores() -> None:
         "/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
     }
     assert cpu_quota("4:memory:/docker/abc\n12:cpu,cpuacct:/docker/abc\n", v1.get) == 2.0
+    # /proc in another order than the mount's name (CentOS 7): found through the cpu link
+    linked = {k.replace("/cpu,cpuacct/", "/cpu/"): v for k, v in v1.items()}
+    assert cpu_quota("12:cpuacct,cpu:/docker/abc\n", linked.get) == 2.0
     # nothing readable, or nonsense: no quota (the affinity mask alone counts)
     assert cpu_quota("", {}.get) is None and cpu_quota("junk", {}.get) is None
     assert cpu_quota("0::/", {"/sys/fs/cgroup/cpu.max": "abc def"}.get) is None
