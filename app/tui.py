@@ -419,9 +419,13 @@ class JobScreen(Screen):
             self.app.call_from_thread(self.load)
         elif job.state in ("queued", "running"):
             facts, _, _ = self._facts(app, job)
-            self.app.call_from_thread(
-                self.query_one("#facts-text", Static).update, "\n".join(facts)
-            )
+            self.app.call_from_thread(self._follow_facts, "\n".join(facts), str(job.state))
+
+    def _follow_facts(self, facts: str, state: str) -> None:
+        """The facts :meth:`follow` read, unless the screen was closed or filled again for a
+        new state meanwhile (a late read must not put back the old state's facts)."""
+        if self.is_attached and state == self._state:
+            self.query_one("#facts-text", Static).update(facts)
 
     def _facts(self, app: FinishlineApp, job: Job) -> tuple[list[str], str, Path | None]:
         """The Facts tab's lines, the script and the still, read from the job's files."""
