@@ -654,8 +654,13 @@ class Pipeline(Children):
             deadline = time.monotonic() + STOP_WAIT_S
             for th in threads:
                 th.join(timeout=max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(Exception):  # queue show lists them after the job
-                write_chunk_record(job.work, c.job, c.store.rows(c.job))
+            with contextlib.suppress(Exception):  # queue show lists them after the job; one
+                # another worker still runs ends with it (a stopped job's do not go on)
+                rows = [
+                    dataclasses.replace(r, state="stopped") if r.state == "running" else r
+                    for r in c.store.rows(c.job)
+                ]
+                write_chunk_record(job.work, c.job, rows)
             if isinstance(exc, ChunkFailed):  # a rerun tries every chunk again (the ones
                 c.store.forget(c.job)  # done are taken from their files, named by the plan)
             raise

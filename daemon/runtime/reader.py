@@ -17,7 +17,7 @@ from pathlib import Path
 
 from daemon.core.errors import AppError
 from daemon.engine.chunks import CHUNKS_SCHEMA, ChunkRow, chunk_row, read_chunk_record
-from daemon.runtime.states import JobState, TransitionError
+from daemon.runtime.states import FINISHED, JobState, TransitionError
 
 #: bumped whenever the tables change; stored in ``PRAGMA user_version``
 SCHEMA_VERSION = 4
@@ -266,8 +266,9 @@ class QueueReader:
 
     def chunks(self, job_id: int) -> list[ChunkRow]:
         """A job's chunks in index order: from the chunks table while it runs, from the
-        record kept in its work folder once it has been delivered (empty for a job that has
-        neither)."""
+        record kept in its work folder once it has ended (delivered, failed or cancelled;
+        empty for a job that has neither, and for a job queued again: its last run's record
+        is not what the next run will do)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM chunks WHERE job=? ORDER BY idx", (f"job-{job_id}",)
@@ -275,7 +276,7 @@ class QueueReader:
         if rows:
             return [chunk_row(r) for r in rows]
         job = self.get(job_id)
-        if job is None or not job.work_dir:
+        if job is None or not job.work_dir or job.state not in FINISHED:
             return []
         return read_chunk_record(Path(job.work_dir), f"job-{job_id}")
 

@@ -267,11 +267,15 @@ def test_a_chunked_job_cancelled_keeps_its_chunk_list_not_its_chunk_files(
     rows, job = job_chunks(root)
     assert (root / "failed" / "slow-x265" / "long.mp4").exists()
     assert any(c.state == "done" for c in rows) and len(rows) >= 3, rows
+    assert "running" not in {c.state for c in rows}, rows  # a chunk in flight was stopped
     shown = finishline("queue", "show", "1", *cfg, env=env).stdout
     assert re.search(r"^ +0 +0-\d+ +done ", shown, re.M), shown
     work = Path(job.work_dir)
     assert work.is_dir() and not (work / "chunks").exists()
     assert not [p for p in work.rglob("*") if p.suffix in (".mov", ".mkv")]
+    # retried, it lists no chunks until its next run plans them (that run's, not these)
+    assert finishline("queue", "retry", "1", *cfg, env=env).returncode == 0
+    assert job_chunks(root)[0] == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
