@@ -7,6 +7,7 @@ destination folder and renamed into place only after it passed verification.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import itertools
@@ -675,8 +676,11 @@ class Pipeline(Children):
         c = self.chunking
         assert c is not None
         threads = [
-            threading.Thread(
-                target=self._chunk_worker, args=(i, errors), name=f"chunks/{i}", daemon=True
+            threading.Thread(  # in a copy of the caller's context: its log lines' job
+                target=contextvars.copy_context().run,
+                args=(self._chunk_worker, i, errors),
+                name=f"chunks/{i}",
+                daemon=True,
             )
             for i in range(max(1, c.workers))
         ]

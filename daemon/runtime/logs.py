@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import logging.handlers
 import re
@@ -84,10 +85,16 @@ class _OneLineFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+#: the job the current thread works on, for the lines of code that knows no job (the
+#: engine, a chunk a worker helps with): set by the worker for the job's run, and copied
+#: into the threads the engine starts for the job's chunks
+current_job: contextvars.ContextVar[str] = contextvars.ContextVar("finishline_job", default="-")
+
+
 class _JobDefault(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "job"):
-            record.job = "-"
+            record.job = current_job.get()
         return True
 
 

@@ -41,7 +41,7 @@ from daemon.engine.presets import find_preset
 from daemon.engine.slots import Slot, plan_slots, usable_cores
 from daemon.runtime.cluster import ClusterPool, ClusterUnavailable
 from daemon.runtime.config import DaemonConfig
-from daemon.runtime.logs import JobAdapter
+from daemon.runtime.logs import JobAdapter, current_job
 from daemon.runtime.queue import Job, Queue
 from daemon.runtime.states import JobState
 from vs_scripts.plan.preset import Preset
@@ -102,6 +102,14 @@ class Worker:
             return False
         self._helped = (row.job, row.index)  # its host goes on from there next time
         self.queue.set_worker_device(None, self.name, self.slot.device)
+        context = current_job.set(row.job.removeprefix("job-"))  # its lines are that job's
+        try:
+            self._help(row)
+        finally:
+            current_job.reset(context)
+        return True
+
+    def _help(self, row: ChunkRow) -> None:
         log.info("taking chunk %d of %s", row.index, row.job)
         ended = self._chunk_dropped(row)
         with contextlib.suppress(Cancelled):  # the daemon stops: the chunk went back
@@ -117,7 +125,6 @@ class Worker:
                 run_claimed_chunk(
                     self.chunks, row, runner._run_pipe, max_attempts=self.cfg.max_attempts
                 )
-        return True
 
     def _chunk_dropped(self, row: ChunkRow) -> Callable[[], bool]:
         """Whether the helped job let ``row`` go (cancelled by the user, or failed on another
@@ -285,6 +292,7 @@ class Worker:
         self.job_id = job.id
         src = Path(job.src)
         rel = Path(job.name)
+        context = current_job.set(str(job.id))  # the engine's lines are this job's too
         try:
             preset = find_preset(job.preset)
             output = Path(job.output) if job.output else None
@@ -322,6 +330,7 @@ class Worker:
         finally:
             self.current = None
             self.job_id = None
+            current_job.reset(context)
 
     def _process(self, job: Job, preset: Preset, src: Path, output: Path, jlog) -> None:  # type: ignore[no-untyped-def]
         if not src.exists():

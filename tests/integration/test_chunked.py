@@ -273,6 +273,10 @@ def test_a_chunked_job_cancelled_keeps_its_chunk_list_not_its_chunk_files(
     work = Path(job.work_dir)
     assert work.is_dir() and not (work / "chunks").exists()
     assert not [p for p in work.rglob("*") if p.suffix in (".mov", ".mkv")]
+    # every line of the job's chunks names the job, the helping worker's too
+    log = (root / "logs" / "finishline.log").read_text()
+    assert re.search(r"job=1 daemon\.engine\.pipeline: \d+ chunks of about", log), log
+    assert not [ln for ln in log.splitlines() if re.search(r"job=- .*chunks? \d", ln)], log
     # retried, it lists no chunks until its next run plans them (that run's, not these)
     assert finishline("queue", "retry", "1", *cfg, env=env).returncode == 0
     assert job_chunks(root)[0] == []
