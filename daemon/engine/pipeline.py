@@ -751,7 +751,8 @@ class Pipeline(Children):
                         # the chunk after the one this slot's host ran last, where there is
                         # one: the host goes on reading the script it has open there (no seek)
                         after = self._last_on.get(slot.name)
-                        row = c.store.claim(f"{name}@{slot.name}", job=c.job, after=after)
+                        where = f"{name}@{slot.name}" if slot.name else name
+                        row = c.store.claim(where, job=c.job, after=after)
                         if row is None:
                             return
                         self._last_on[slot.name] = (row.job, row.index)
@@ -1012,9 +1013,10 @@ class SlotPool:
 
 @dataclass(frozen=True, slots=True)
 class ChunkSlot:
-    """A free place to run one chunk: its name (recorded in the chunk's row, e.g.
-    ``ray:10.0.0.5:3f2a9c1d:a0``) and its runner, which runs the whole task there (commands,
-    frame check, rename) and raises on failure."""
+    """A free place to run one chunk: its name (recorded in the chunk's row after the
+    worker's, e.g. ``ray:10.0.0.5:3f2a9c1d:a0``; empty for the worker's own host) and its
+    runner, which runs the whole task there (commands, frame check, rename) and raises on
+    failure."""
 
     name: str
     run: ChunkRunner

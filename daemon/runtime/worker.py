@@ -165,7 +165,7 @@ class Worker:
 
         @contextlib.contextmanager
         def place(_should_stop):  # type: ignore[no-untyped-def]
-            yield ChunkSlot("host", self._on_host)
+            yield ChunkSlot("", self._on_host)  # its chunks' rows name the worker alone
 
         return place
 
