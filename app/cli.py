@@ -287,15 +287,16 @@ def _queue_list(q, args: argparse.Namespace) -> None:  # type: ignore[no-untyped
         f"{', paused' if q.paused else ''}; {counts}"
     )
     print(
-        f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':8} {'progress':>12} "
+        f"{'id':>5} {'state':9} {'pri':>3} {'try':>3} {'stage':9} {'progress':>12} "
         f"{'fps':>6} {'eta':>7}  preset / clip"
     )
     devices = q.devices()
     for j in q.jobs(states=states, limit=args.limit):
         prog = f"{j.frame}/{j.total}" if j.total else ""
         print(
-            f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:8]:8} "
-            f"{prog:>12} {j.fps:>6.2f} {fmt_eta(j.eta_s):>7}  {j.preset} / {j.name}"
+            f"{j.id:>5} {j.state:9} {j.priority:>3} {j.attempts:>3} {j.stage[:9]:9} "
+            f"{prog:>12} {f'{j.fps:.2f}' if j.fps else '':>6} {fmt_eta(j.eta_s):>7}  "
+            f"{j.preset} / {j.name}"
         )
         if j.state == "running" and j.worker:
             print(f"      on {j.worker} {devices.get(j.worker, '')}".rstrip())

@@ -159,7 +159,7 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("eta", "eta", 7),
     ("priority", "pri", 3),
     ("attempts", "try", 3),
-    ("stage", "stage", 8),
+    ("stage", "stage", 9),  # "cancelled"
     ("worker", "worker", 10),
     ("frames", "frames", 11),
     ("preset", "preset", 14),

@@ -203,6 +203,8 @@ async def test_actions_change_state_through_the_queue_interface(seeded: Path) ->
         select_row(app, queued)
         await pilot.press("c")  # asks first; escape keeps the job
         await pilot.pause(0.2)
+        shown = " ".join(line.strip() for line in screen_text(app))
+        assert "(retry brings it back)" in shown, shown  # the question wraps, whole
         await pilot.press("escape")
         await settle(pilot, app)
         assert states(seeded)[queued] == "queued"
