@@ -319,7 +319,10 @@ def _queue_show(q, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
             raise TransitionError(f"no job with id {job_id}")
         for f in fields(job):
             if f.name != "report":
-                print(f"{f.name:>16}: {getattr(job, f.name)}")
+                value = getattr(job, f.name)
+                print(f"{f.name:>16}: {'-' if value is None else value}")
+        if job.state == "queued" and q.paused:
+            print(f"{'waiting':>16}: the queue is paused (finishline queue resume)")
         if job.worker:
             print(f"{'device':>16}: {q.devices().get(job.worker, 'unknown')}")
         chunks = q.chunks(job_id)

@@ -437,6 +437,8 @@ class JobScreen(Screen):
         ]
         if job.note and job.state in ("queued", "running"):
             facts.insert(2, f"waiting: {job.note}")
+        elif job.state == "queued" and app.snapshot.paused:
+            facts.insert(2, "waiting: the queue is paused (p on the queue screen resumes)")
         if job.state == "running":
             devices = app.devices()
             if line := chunk_line(app.chunks(job.id), devices):

@@ -170,6 +170,16 @@ def test_looking_leaves_the_database_byte_identical(tmp_path: Path) -> None:
     assert not (tmp_path / "config").exists()  # read-only commands write no config either
 
 
+def test_queue_show_says_a_queued_job_waits_for_a_paused_queue(tmp_path: Path) -> None:
+    root = daemon_like_root(tmp_path)
+    q = Queue(root / "queue.db")
+    q.pause()
+    q.close()
+    shown = finishline("queue", "show", "1", "--root", str(root)).stdout
+    assert "waiting: the queue is paused (finishline queue resume)" in shown, shown
+    assert ": None" not in shown, shown  # an empty field reads -, not Python's None
+
+
 def test_a_read_only_database_can_still_be_listed(tmp_path: Path) -> None:
     root = daemon_like_root(tmp_path)
     (root / "queue.db").chmod(0o444)

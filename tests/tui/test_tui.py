@@ -230,6 +230,11 @@ async def test_actions_change_state_through_the_queue_interface(seeded: Path) ->
         await settle(pilot, app)
         assert Queue(seeded / "queue.db").paused
         assert "[PAUSED]" in str(app.screen.query_one("#status").render())
+        select_row(app, failed)  # queued again: its screen says what it waits for
+        await pilot.press("enter")
+        await loaded(pilot, app)
+        assert "waiting: the queue is paused" in str(app.screen.query_one("#facts-text").render())
+        await pilot.press("escape")
         await pilot.press("f")  # filter: active
         await settle(pilot, app)
         assert app.screen.query_one("#jobs").row_count == 2
