@@ -109,8 +109,9 @@ def _analyse(
     """Every clip's stats and probe, several clips at once (VapourSynth and numpy release the
     GIL while they work), as many as there are cores."""
     colour.load_colour_science()  # the first measurement waits for it, if it must
-    at_once = max(1, min(len(sources), usable_cores()))
-    cores = usable_cores() // at_once  # each clip's share: its measuring pass is split over them
+    usable = usable_cores()  # (reads the cgroup's CPU quota: once)
+    at_once = max(1, min(len(sources), usable))
+    cores = usable // at_once  # each clip's share: its measuring pass is split over them
 
     def one(key: str) -> tuple[colour.ClipStats, object] | None:
         src = sources[key]

@@ -133,7 +133,7 @@ def cpu_quota(
         elif "cpu" in controllers.split(","):
             # v1's mount is named in the kernel's order (cpu,cpuacct), which /proc's line need
             # not follow (cpuacct,cpu on CentOS 7); systemd and runc link it as cpu
-            bases, v2 = [f"{root}/cpu", f"{root}/{controllers}"], False
+            bases, v2 = list(dict.fromkeys([f"{root}/cpu", f"{root}/{controllers}"])), False
         else:
             continue
         here = PurePosixPath(path or "/")
